@@ -1,0 +1,1 @@
+//! Distance transforms, connected components and the U-Net weight map.
