@@ -218,6 +218,9 @@ mod tests {
             value: 0.0,
             requirement: "must be > 0",
         };
-        assert_eq!(e.to_string(), "parameter `sigma` = 0 is invalid: must be > 0");
+        assert_eq!(
+            e.to_string(),
+            "parameter `sigma` = 0 is invalid: must be > 0"
+        );
     }
 }

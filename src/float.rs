@@ -27,14 +27,14 @@ pub trait Float:
     + sealed::Sealed
 {
     /// The value as an `f64` (exact).
-    fn to_f64(self) -> f64;
+    fn as_f64(self) -> f64;
     /// An `f64` rounded to the nearest value of this type (may overflow to ±∞).
     fn from_f64(value: f64) -> Self;
 }
 
 impl Float for f32 {
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         f64::from(self)
     }
     #[inline(always)]
@@ -45,7 +45,7 @@ impl Float for f32 {
 
 impl Float for f64 {
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self
     }
     #[inline(always)]

@@ -1,0 +1,172 @@
+//! The pixel-wise kernel: `Σ_x w(x)·ℓ(input(x), target(x))` and its
+//! gradient `w(x)·∂ℓ/∂input(x)·scale`, in one pass that also validates.
+
+use ndarray::{ArrayRef, Dimension, Zip};
+
+use super::{ChunkedSum, Domain, chunked_sum, common_slices, grad_matches, weight_ok};
+use crate::loss::{non_empty, same_shape};
+use crate::{Error, Float, Result};
+
+/// A loss that is a sum of a per-element function of (input, target).
+pub(crate) trait Elementwise<A: Float> {
+    /// What the input and target may hold.
+    fn domain(&self) -> Domain;
+    /// `ℓ(x, y)`.
+    fn value(&self, x: A, y: A) -> A;
+    /// `(ℓ(x, y), ∂ℓ/∂x)`.
+    fn value_grad(&self, x: A, y: A) -> (A, A);
+}
+
+/// Shape and emptiness checks shared by both entry points.
+fn check<A: Float, D: Dimension>(
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+) -> Result<()> {
+    same_shape("target", input, target)?;
+    if let Some(w) = weights {
+        same_shape("weights", input, w)?;
+    }
+    non_empty(input)
+}
+
+/// The error for a pass that saw a fault: the first bad element, or a
+/// non-finite gradient when every element was acceptable.
+fn fault<A: Float, D: Dimension>(
+    domain: Domain,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+) -> Error {
+    domain
+        .diagnose(input, target, weights)
+        .unwrap_or(Error::NonFiniteResult {
+            what: "an element of the gradient",
+            value: f64::INFINITY,
+        })
+}
+
+/// `Σ w·ℓ` in `f64` (weights default to 1).
+pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
+    e: &E,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+) -> Result<f64> {
+    check(input, target, weights)?;
+    let domain = e.domain();
+    let (total, ok) = match weights {
+        None => match common_slices([input, target]) {
+            Some([x, y]) => chunked_sum(x.len(), |i| {
+                ([e.value(x[i], y[i])], domain.accepts(x[i], y[i]))
+            }),
+            None => {
+                let mut acc = ChunkedSum::new();
+                let mut ok = true;
+                Zip::from(input).and(target).for_each(|&x, &y| {
+                    acc.add([e.value(x, y)]);
+                    ok &= domain.accepts(x, y);
+                });
+                (acc.finish(), ok)
+            }
+        },
+        Some(weights) => match common_slices([input, target, weights]) {
+            Some([x, y, w]) => chunked_sum(x.len(), |i| {
+                (
+                    [w[i] * e.value(x[i], y[i])],
+                    domain.accepts(x[i], y[i]) & weight_ok(w[i]),
+                )
+            }),
+            None => {
+                let mut acc = ChunkedSum::new();
+                let mut ok = true;
+                Zip::from(input)
+                    .and(target)
+                    .and(weights)
+                    .for_each(|&x, &y, &w| {
+                        acc.add([w * e.value(x, y)]);
+                        ok &= domain.accepts(x, y) & weight_ok(w);
+                    });
+                (acc.finish(), ok)
+            }
+        },
+    };
+    if ok {
+        Ok(total[0])
+    } else {
+        Err(fault(domain, input, target, weights))
+    }
+}
+
+/// `Σ w·ℓ` in `f64`, writing `grad = scale·w·∂ℓ/∂x`.
+pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
+    e: &E,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+    grad: &mut ArrayRef<A, D>,
+    scale: A,
+) -> Result<f64> {
+    check(input, target, weights)?;
+    same_shape("grad", input, grad)?;
+    let domain = e.domain();
+    let fast = grad_matches(grad, input);
+    let g_fast = if fast {
+        grad.as_slice_memory_order_mut()
+    } else {
+        None
+    };
+    let (total, ok) = match weights {
+        None => match (common_slices([input, target]), g_fast) {
+            (Some([x, y]), Some(g)) => chunked_sum(x.len(), |i| {
+                let (v, d) = e.value_grad(x[i], y[i]);
+                g[i] = scale * d;
+                ([v], domain.accepts(x[i], y[i]) & g[i].is_finite())
+            }),
+            _ => {
+                let mut acc = ChunkedSum::new();
+                let mut ok = true;
+                Zip::from(input)
+                    .and(target)
+                    .and(grad)
+                    .for_each(|&x, &y, g| {
+                        let (v, d) = e.value_grad(x, y);
+                        *g = scale * d;
+                        acc.add([v]);
+                        ok &= domain.accepts(x, y) & g.is_finite();
+                    });
+                (acc.finish(), ok)
+            }
+        },
+        Some(weights) => match (common_slices([input, target, weights]), g_fast) {
+            (Some([x, y, w]), Some(g)) => chunked_sum(x.len(), |i| {
+                let (v, d) = e.value_grad(x[i], y[i]);
+                g[i] = scale * w[i] * d;
+                (
+                    [w[i] * v],
+                    domain.accepts(x[i], y[i]) & weight_ok(w[i]) & g[i].is_finite(),
+                )
+            }),
+            _ => {
+                let mut acc = ChunkedSum::new();
+                let mut ok = true;
+                Zip::from(input)
+                    .and(target)
+                    .and(weights)
+                    .and(grad)
+                    .for_each(|&x, &y, &w, g| {
+                        let (v, d) = e.value_grad(x, y);
+                        *g = scale * w * d;
+                        acc.add([w * v]);
+                        ok &= domain.accepts(x, y) & weight_ok(w) & g.is_finite();
+                    });
+                (acc.finish(), ok)
+            }
+        },
+    };
+    if ok {
+        Ok(total[0])
+    } else {
+        Err(fault(domain, input, target, weights))
+    }
+}

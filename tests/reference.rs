@@ -1,0 +1,90 @@
+//! Every loss case of the reference vectors (PyTorch, MONAI, Keras), through
+//! `loss`, `loss_grad` and `loss_and_grad`, at the case's tolerance.
+
+mod common;
+
+use common::Case;
+use ndarray::ArrayD;
+use segloss::{BinaryCrossEntropy, DiceLoss, Input, Loss, Reduction};
+
+fn input_kind(case: &Case) -> Input {
+    match case.param_str("input") {
+        "logits" => Input::Logits,
+        "probabilities" => Input::Probabilities,
+        other => panic!("{}: unexpected input kind {other}", case.name),
+    }
+}
+
+fn reduction(case: &Case) -> Reduction {
+    match case.param_str("reduction") {
+        "mean" => Reduction::Mean,
+        "sum" => Reduction::Sum,
+        other => panic!("{}: unexpected reduction {other}", case.name),
+    }
+}
+
+/// Runs the three entry points of `loss` on the case's arrays and compares
+/// the loss and (where the case has one) the gradient.
+fn check<L: Loss<f64>>(case: &Case, loss: &L) {
+    let input = case.f64("input");
+    let target = case.f64("target");
+    let expected = case.expected("loss");
+
+    let value = loss.loss(&input, &target).unwrap();
+    case.assert_close("loss", value, expected);
+
+    let mut grad = ArrayD::from_elem(input.raw_dim(), f64::NAN);
+    let value = loss.loss_grad(&input, &target, &mut grad).unwrap();
+    case.assert_close("loss_grad", value, expected);
+
+    let (value, allocated) = loss.loss_and_grad(&input, &target).unwrap();
+    case.assert_close("loss_and_grad", value, expected);
+    assert_eq!(
+        grad, allocated,
+        "{}: the two gradient paths differ",
+        case.name
+    );
+
+    if case.has("grad") {
+        case.assert_all_close("grad", &grad, &case.f64("grad"));
+    }
+}
+
+#[test]
+fn bce_matches_pytorch_and_keras() {
+    let cases = common::cases("bce");
+    assert_eq!(cases.len(), 20);
+    for case in &cases {
+        let bce = BinaryCrossEntropy::new()
+            .input(input_kind(case))
+            .pos_weight(case.param_f64("pos_weight"))
+            .reduction(reduction(case));
+        check(case, &bce);
+    }
+}
+
+/// The binary Dice cases: those of the first stage (no class axis).
+fn binary_dice_cases() -> Vec<Case> {
+    common::cases("dice")
+        .into_iter()
+        .filter(|c| {
+            c.params.get("per_class").is_none()
+                && c.params.get("log_cosh").is_none()
+                && c.params["input"] != "softmax_logits"
+        })
+        .collect()
+}
+
+#[test]
+fn dice_matches_monai_and_keras() {
+    let cases = binary_dice_cases();
+    assert_eq!(cases.len(), 20);
+    for case in &cases {
+        let dice = DiceLoss::new()
+            .input(input_kind(case))
+            .gamma(case.param_f64("gamma"))
+            .smooth_terms(case.param_f64("smooth_nr"), case.param_f64("smooth_dr"))
+            .per_sample(case.param_bool("per_sample"));
+        check(case, &dice);
+    }
+}
