@@ -1,0 +1,198 @@
+//! Connected-component labelling by one raster scan with union-find.
+//!
+//! The scan visits the elements in row-major order and looks only at the
+//! neighbours already visited (those whose flat offset is negative). A
+//! foreground element with no labelled backward neighbour opens a provisional
+//! label; otherwise it joins the smallest root among its neighbours, and the
+//! other roots are merged into it. Roots are always the smallest provisional
+//! label of their set, so each set's root is the label opened at the
+//! component's first element in row-major order; numbering the roots in
+//! increasing order therefore numbers components as SciPy does.
+
+use super::Connectivity;
+
+/// A backward neighbour: its flat offset and the borders it must avoid.
+struct Offset {
+    /// How far back it lies in the row-major buffer.
+    back: usize,
+    /// Axes (bit per axis) on which the neighbour steps down: the element
+    /// must not sit at index 0 there.
+    down: u64,
+    /// Axes on which it steps up: the element must not sit at the last index.
+    up: u64,
+}
+
+/// The backward neighbours of `shape` (every axis of length >= 2).
+fn backward_offsets(shape: &[usize], connectivity: Connectivity) -> Vec<Offset> {
+    let d = shape.len();
+    let mut strides = vec![1usize; d];
+    for a in (0..d.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    let mut offsets = Vec::new();
+    match connectivity {
+        Connectivity::Face => {
+            for (a, &stride) in strides.iter().enumerate() {
+                offsets.push(Offset {
+                    back: stride,
+                    down: 1 << a,
+                    up: 0,
+                });
+            }
+        }
+        Connectivity::Full => {
+            // Every step in {-1, 0, 1}^d whose first non-zero entry is -1.
+            let mut step = vec![-1i8; d];
+            loop {
+                if let Some(first) = step.iter().position(|&s| s != 0) {
+                    if step[first] == -1 {
+                        let (mut back, mut down, mut up) = (0isize, 0u64, 0u64);
+                        for (a, (&s, &stride)) in step.iter().zip(&strides).enumerate() {
+                            back -= s as isize * stride as isize;
+                            match s {
+                                -1 => down |= 1 << a,
+                                1 => up |= 1 << a,
+                                _ => {}
+                            }
+                        }
+                        offsets.push(Offset {
+                            back: back.unsigned_abs(),
+                            down,
+                            up,
+                        });
+                    }
+                }
+                // Next step in lexicographic order.
+                let mut a = d;
+                loop {
+                    if a == 0 {
+                        return offsets;
+                    }
+                    a -= 1;
+                    if step[a] < 1 {
+                        step[a] += 1;
+                        break;
+                    }
+                    step[a] = -1;
+                }
+            }
+        }
+    }
+    offsets
+}
+
+/// Finds the root of `x`, halving the path on the way.
+#[inline]
+fn find(parent: &mut [u32], mut x: u32) -> u32 {
+    while parent[x as usize] != x {
+        let up = parent[parent[x as usize] as usize];
+        parent[x as usize] = up;
+        x = up;
+    }
+    x
+}
+
+/// Labels `mask` (row-major, of `shape`) into `out` (zeroed, same length);
+/// returns the number of components.
+pub(crate) fn label_in_place(
+    mask: &[bool],
+    shape: &[usize],
+    connectivity: Connectivity,
+    out: &mut [u32],
+) -> usize {
+    if mask.is_empty() || mask.len() != out.len() {
+        return 0;
+    }
+    // Axes of length 1 have no neighbours; dropping them keeps the number of
+    // offsets at 3^d' - 1 for the d' axes that matter (d' <= 63 since the
+    // element count fits in an isize).
+    let shape: Vec<usize> = shape.iter().copied().filter(|&n| n > 1).collect();
+    let offsets = backward_offsets(&shape, connectivity);
+    let d = shape.len();
+    let row_len = shape.last().copied().unwrap_or(1);
+    let last_bit = if d > 0 { 1u64 << (d - 1) } else { 0 };
+
+    // parent[0] is the background; provisional labels start at 1. A label
+    // count above u32::MAX - 1 needs more than 4 G foreground elements; the
+    // counter saturates there rather than wrap (documented limitation).
+    let mut parent: Vec<u32> = vec![0];
+    let mut index = vec![0usize; d.saturating_sub(1)];
+    for row in 0..mask.len() / row_len {
+        // Borders of this row on the leading axes.
+        let (mut low, mut high) = (0u64, 0u64);
+        for (a, &i) in index.iter().enumerate() {
+            if i == 0 {
+                low |= 1 << a;
+            }
+            if i + 1 == shape[a] {
+                high |= 1 << a;
+            }
+        }
+        let base = row * row_len;
+        for j in 0..row_len {
+            let flat = base + j;
+            if !mask[flat] {
+                continue;
+            }
+            let (mut lo, mut hi) = (low, high);
+            if j == 0 {
+                lo |= last_bit;
+            }
+            if j + 1 == row_len {
+                hi |= last_bit;
+            }
+            let mut root = 0u32;
+            for off in &offsets {
+                if off.down & lo != 0 || off.up & hi != 0 {
+                    continue;
+                }
+                let l = out[flat - off.back];
+                if l == 0 {
+                    continue;
+                }
+                let r = find(&mut parent, l);
+                if root == 0 {
+                    root = r;
+                } else if r != root {
+                    // Union by smallest label: the root stays the label
+                    // opened first.
+                    let (keep, drop) = if r < root { (r, root) } else { (root, r) };
+                    parent[drop as usize] = keep;
+                    root = keep;
+                }
+            }
+            if root == 0 {
+                root = u32::try_from(parent.len()).unwrap_or(u32::MAX);
+                if (root as usize) == parent.len() {
+                    parent.push(root);
+                }
+            }
+            out[flat] = root;
+        }
+        // Advance the row index over the leading axes.
+        for a in (0..index.len()).rev() {
+            index[a] += 1;
+            if index[a] < shape[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+    // Number the roots in increasing order (= order of first elements).
+    let mut count = 0u32;
+    for p in 1..parent.len() {
+        let up = parent[p];
+        parent[p] = if up as usize == p {
+            count += 1;
+            count
+        } else {
+            // Parents are smaller than their children, so parent[up] was
+            // already rewritten to the final label of the common root.
+            parent[up as usize]
+        };
+    }
+    for l in out.iter_mut() {
+        *l = parent[*l as usize];
+    }
+    count as usize
+}
