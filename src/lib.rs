@@ -6,6 +6,7 @@ mod error;
 mod float;
 mod kernel;
 mod loss;
+mod shape_aware;
 
 pub mod distance;
 
@@ -14,3 +15,4 @@ pub use dice::DiceLoss;
 pub use error::{Error, Result};
 pub use float::Float;
 pub use loss::{Input, Loss, Reduction};
+pub use shape_aware::ShapeAwareLoss;

@@ -88,3 +88,50 @@ fn dice_matches_monai_and_keras() {
         check(case, &dice);
     }
 }
+
+#[test]
+fn shape_aware_matches_pytorch_with_unet_maps() {
+    use segloss::ShapeAwareLoss;
+    use segloss::distance::{ClassWeights, Connectivity, UNetWeights};
+
+    let cases = common::cases("shape_aware");
+    assert_eq!(cases.len(), 3);
+    for case in &cases {
+        let class_weights = match case.param_str("class_weights") {
+            "uniform" => ClassWeights::Uniform,
+            "balanced" => ClassWeights::Balanced,
+            other => panic!("{}: unexpected class weights {other}", case.name),
+        };
+        let connectivity = match case.param_str("connectivity") {
+            "full" => Connectivity::Full,
+            "face" => Connectivity::Face,
+            other => panic!("{}: unexpected connectivity {other}", case.name),
+        };
+        let loss = ShapeAwareLoss::new()
+            .input(input_kind(case))
+            .reduction(reduction(case))
+            .weights(
+                UNetWeights::new()
+                    .w0(case.param_f64("w0"))
+                    .sigma(case.param_f64("sigma"))
+                    .class_weights(class_weights)
+                    .connectivity(connectivity),
+            );
+        // As a `Loss`: the maps are made from the target, sample by sample.
+        check(case, &loss);
+
+        // With the reference's own maps.
+        let input = case.f64("input");
+        let target = case.f64("target");
+        let weights = case.f64("weights");
+        let expected = case.expected("loss");
+        let value = loss.loss_with_weights(&input, &target, &weights).unwrap();
+        case.assert_close("loss_with_weights", value, expected);
+        let mut grad = ArrayD::zeros(input.raw_dim());
+        let value = loss
+            .loss_grad_with_weights(&input, &target, &weights, &mut grad)
+            .unwrap();
+        case.assert_close("loss_grad_with_weights", value, expected);
+        case.assert_all_close("grad (given weights)", &grad, &case.f64("grad"));
+    }
+}

@@ -177,9 +177,9 @@ pub(crate) fn weight_ok<A: Float>(w: A) -> bool {
 
 /// The operands as slices in one common memory order, when they all have
 /// one (contiguous, same strides); `None` sends the caller to the strided path.
-pub(crate) fn common_slices<'a, A, D: Dimension, const N: usize>(
-    arrays: [&'a ArrayRef<A, D>; N],
-) -> Option<[&'a [A]; N]> {
+pub(crate) fn common_slices<A, D: Dimension, const N: usize>(
+    arrays: [&ArrayRef<A, D>; N],
+) -> Option<[&[A]; N]> {
     let strides = arrays.first()?.strides();
     let mut out = [&[][..]; N];
     for (slot, a) in out.iter_mut().zip(arrays) {
