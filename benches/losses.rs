@@ -1,3 +1,280 @@
-//! Benchmarks (being written).
+//! Loss benchmarks: `loss` and `loss_grad` of BCE, weighted BCE, Dice (on
+//! logits and on probabilities) and the shape-aware loss with given weights,
+//! in `f32` and `f64`, at 2^16, 2^20 and 2^24 elements, each group with two
+//! memory-bound **floor** kernels to compare against:
+//!
+//! * `floor/read`: reads the two inputs and reduces (what a loss-only call
+//!   must at least move);
+//! * `floor/read_write`: reads the two inputs, writes one output and reduces
+//!   (what any fused loss-and-gradient must at least move);
+//! * `floor/read3`, `floor/read3_write`: the same with a third input, the
+//!   floors of the pixel-weighted (shape-aware) loss with a given weight map.
+//!
+//! Run with `cargo bench --bench losses`; criterion reports the throughput in
+//! elements per second. The inputs are deterministic (a xorshift generator):
+//! logits uniform in [-8, 8], binary targets with ~30 % foreground,
+//! probabilities uniform in [0, 1], weights uniform in [1, 11].
 
-fn main() {}
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
+use ndarray::{Array, Array4};
+use segloss::{BinaryCrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
+
+/// The benchmarked sizes: (log2 of the element count, shape).
+const SIZES: [(u32, [usize; 4]); 3] = [
+    (16, [1, 1, 256, 256]),
+    (20, [1, 1, 1024, 1024]),
+    (24, [16, 1, 1024, 1024]),
+];
+
+/// Independent accumulators of the floor kernels.
+const FLOOR_LANES: usize = 8;
+
+/// A xorshift64* generator: deterministic inputs without extra crates.
+struct Rng(u64);
+
+impl Rng {
+    /// A uniform value in `[0, 1)`.
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+        bits as f64 / (1u64 << 53) as f64
+    }
+
+    /// An array of the given shape filled with `f(uniform)`.
+    fn array<A: Float>(&mut self, shape: [usize; 4], f: impl Fn(f64) -> f64) -> Array4<A> {
+        Array::from_shape_simple_fn(shape, || A::from_f64(f(self.next_f64())))
+    }
+}
+
+/// Read floor: `Σ x·y` over two slices (reads two inputs, reduces).
+fn floor_read<A: Float>(x: &[A], y: &[A]) -> A {
+    let mut acc = [A::zero(); FLOOR_LANES];
+    for (xc, yc) in x.chunks_exact(FLOOR_LANES).zip(y.chunks_exact(FLOOR_LANES)) {
+        for k in 0..FLOOR_LANES {
+            acc[k] += xc[k] * yc[k];
+        }
+    }
+    acc.iter().fold(A::zero(), |s, &a| s + a)
+}
+
+/// Read-write floor: `g = x - y` and `Σ g` (reads two inputs, writes one,
+/// reduces).
+fn floor_read_write<A: Float>(x: &[A], y: &[A], g: &mut [A]) -> A {
+    let mut acc = [A::zero(); FLOOR_LANES];
+    for ((gc, xc), yc) in g
+        .chunks_exact_mut(FLOOR_LANES)
+        .zip(x.chunks_exact(FLOOR_LANES))
+        .zip(y.chunks_exact(FLOOR_LANES))
+    {
+        for k in 0..FLOOR_LANES {
+            let d = xc[k] - yc[k];
+            gc[k] = d;
+            acc[k] += d;
+        }
+    }
+    acc.iter().fold(A::zero(), |s, &a| s + a)
+}
+
+/// Read floor of the pixel-weighted loss: `Σ x·y·w` (reads three inputs).
+fn floor_read3<A: Float>(x: &[A], y: &[A], w: &[A]) -> A {
+    let mut acc = [A::zero(); FLOOR_LANES];
+    for ((xc, yc), wc) in x
+        .chunks_exact(FLOOR_LANES)
+        .zip(y.chunks_exact(FLOOR_LANES))
+        .zip(w.chunks_exact(FLOOR_LANES))
+    {
+        for k in 0..FLOOR_LANES {
+            acc[k] += xc[k] * yc[k] * wc[k];
+        }
+    }
+    acc.iter().fold(A::zero(), |s, &a| s + a)
+}
+
+/// Read-write floor of the pixel-weighted loss: `g = (x - y)·w` and `Σ g`
+/// (reads three inputs, writes one).
+fn floor_read3_write<A: Float>(x: &[A], y: &[A], w: &[A], g: &mut [A]) -> A {
+    let mut acc = [A::zero(); FLOOR_LANES];
+    for (((gc, xc), yc), wc) in g
+        .chunks_exact_mut(FLOOR_LANES)
+        .zip(x.chunks_exact(FLOOR_LANES))
+        .zip(y.chunks_exact(FLOOR_LANES))
+        .zip(w.chunks_exact(FLOOR_LANES))
+    {
+        for k in 0..FLOOR_LANES {
+            let d = (xc[k] - yc[k]) * wc[k];
+            gc[k] = d;
+            acc[k] += d;
+        }
+    }
+    acc.iter().fold(A::zero(), |s, &a| s + a)
+}
+
+/// The operands of one group.
+struct Data<A> {
+    logits: Array4<A>,
+    probabilities: Array4<A>,
+    target: Array4<A>,
+    weights: Array4<A>,
+    grad: Array4<A>,
+}
+
+impl<A: Float> Data<A> {
+    fn new(shape: [usize; 4]) -> Self {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        Self {
+            logits: rng.array(shape, |u| 16.0 * u - 8.0),
+            probabilities: rng.array(shape, |u| u),
+            target: rng.array(shape, |u| if u < 0.3 { 1.0 } else { 0.0 }),
+            weights: rng.array(shape, |u| 1.0 + 10.0 * u),
+            grad: Array4::zeros(shape),
+        }
+    }
+}
+
+/// `loss` and `loss_grad` of one loss, as `name/loss` and `name/loss_grad`.
+fn bench_loss<A: Float, L: Loss<A>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    loss: &L,
+    input: &Array4<A>,
+    target: &Array4<A>,
+    grad: &mut Array4<A>,
+) {
+    group.bench_function(format!("{name}/loss"), |b| {
+        b.iter(|| loss.loss(black_box(input), black_box(target)).unwrap())
+    });
+    group.bench_function(format!("{name}/loss_grad"), |b| {
+        b.iter(|| {
+            loss.loss_grad(black_box(input), black_box(target), black_box(&mut *grad))
+                .unwrap()
+        })
+    });
+}
+
+/// One group: the floors and every loss, for one element type and size.
+fn bench_group<A: Float>(c: &mut Criterion, type_name: &str, log2: u32, shape: [usize; 4])
+where
+    BinaryCrossEntropy: Loss<A>,
+    DiceLoss: Loss<A>,
+{
+    let mut data = Data::<A>::new(shape);
+    let n = 1u64 << log2;
+    let mut group = c.benchmark_group(format!("losses/{type_name}/2^{log2}"));
+    group.throughput(Throughput::Elements(n));
+    if log2 >= 24 {
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+    } else {
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
+    }
+
+    {
+        let x = data.logits.as_slice().expect("standard layout");
+        let y = data.target.as_slice().expect("standard layout");
+        group.bench_function("floor/read", |b| {
+            b.iter(|| floor_read(black_box(x), black_box(y)))
+        });
+        let w = data.weights.as_slice().expect("standard layout");
+        let g = data.grad.as_slice_mut().expect("standard layout");
+        group.bench_function("floor/read_write", |b| {
+            b.iter(|| floor_read_write(black_box(x), black_box(y), black_box(&mut *g)))
+        });
+        group.bench_function("floor/read3", |b| {
+            b.iter(|| floor_read3(black_box(x), black_box(y), black_box(w)))
+        });
+        group.bench_function("floor/read3_write", |b| {
+            b.iter(|| {
+                floor_read3_write(black_box(x), black_box(y), black_box(w), black_box(&mut *g))
+            })
+        });
+    }
+
+    let Data {
+        logits,
+        probabilities,
+        target,
+        weights,
+        grad,
+    } = &mut data;
+    bench_loss(
+        &mut group,
+        "bce",
+        &BinaryCrossEntropy::new(),
+        logits,
+        target,
+        grad,
+    );
+    bench_loss(
+        &mut group,
+        "wbce_pw3",
+        &BinaryCrossEntropy::new().pos_weight(3.0),
+        logits,
+        target,
+        grad,
+    );
+    bench_loss(
+        &mut group,
+        "dice_logits",
+        &DiceLoss::new(),
+        logits,
+        target,
+        grad,
+    );
+    bench_loss(
+        &mut group,
+        "dice_prob",
+        &DiceLoss::new().input(Input::Probabilities),
+        probabilities,
+        target,
+        grad,
+    );
+    let shape_aware = ShapeAwareLoss::new();
+    group.bench_function("shape_aware/loss_with_weights", |b| {
+        b.iter(|| {
+            shape_aware
+                .loss_with_weights(
+                    black_box(&*logits),
+                    black_box(&*target),
+                    black_box(&*weights),
+                )
+                .unwrap()
+        })
+    });
+    group.bench_function("shape_aware/loss_grad_with_weights", |b| {
+        b.iter(|| {
+            shape_aware
+                .loss_grad_with_weights(
+                    black_box(&*logits),
+                    black_box(&*target),
+                    black_box(&*weights),
+                    black_box(&mut *grad),
+                )
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn losses(c: &mut Criterion) {
+    for (log2, shape) in SIZES {
+        bench_group::<f32>(c, "f32", log2, shape);
+        bench_group::<f64>(c, "f64", log2, shape);
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    losses(&mut c);
+    c.final_summary();
+}

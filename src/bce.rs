@@ -146,32 +146,60 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
 
     #[inline(always)]
     fn value_grad(&self, x: A, y: A) -> (A, A) {
+        if self.form() == PROBABILITIES {
+            self.value_grad_in::<PROBABILITIES>(x, y)
+        } else {
+            self.value_grad_in::<LOGITS>(x, y)
+        }
+    }
+
+    const FORMS: usize = 2;
+
+    fn form(&self) -> usize {
+        if self.input == Input::Probabilities {
+            PROBABILITIES
+        } else {
+            LOGITS
+        }
+    }
+
+    #[inline(always)]
+    fn value_in<const F: usize>(&self, x: A, y: A) -> A {
+        self.value_grad_in::<F>(x, y).0
+    }
+
+    /// Branch-free in each form (the vectorisable `fast_*` functions and
+    /// selects), so that the kernel's loops vectorise.
+    #[inline(always)]
+    fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
         let one = A::one();
-        match self.input {
-            Input::Probabilities => {
-                let p = x.max(self.eps).min(self.one_minus_eps);
-                let pos = self.beta * y;
-                let neg = one - y;
-                let value = -(pos * p.ln() + neg * (-p).ln_1p());
-                let inside = (x >= self.eps) & (x <= self.one_minus_eps);
-                let grad = if inside {
-                    neg / (one - p) - pos / p
-                } else {
-                    A::zero()
-                };
-                (value, grad)
-            }
-            _ => {
-                let l = Logistic::of(x);
-                let pos = self.beta * y;
-                let neg = one - y;
-                let value = pos * l.softplus_neg + neg * l.softplus_pos;
-                let grad = neg * l.sigma - pos * l.sigma_c;
-                (value, grad)
-            }
+        let pos = self.beta * y;
+        let neg = one - y;
+        if F == PROBABILITIES {
+            let low = x < self.eps;
+            let high = x > self.one_minus_eps;
+            let p = if low {
+                self.eps
+            } else if high {
+                self.one_minus_eps
+            } else {
+                x
+            };
+            let value = -(pos * p.fast_ln() + neg * (-p).fast_ln_1p());
+            let grad = neg / (one - p) - pos / p;
+            (value, if low | high { A::zero() } else { grad })
+        } else {
+            let l = Logistic::of(x);
+            let value = pos * l.softplus_neg + neg * l.softplus_pos;
+            let grad = neg * l.sigma - pos * l.sigma_c;
+            (value, grad)
         }
     }
 }
+
+/// The forms of [`BceElement`]: on logits and on probabilities.
+const LOGITS: usize = 0;
+const PROBABILITIES: usize = 1;
 
 /// `Σ w·ℓ` reduced and converted, for BCE and the pixel-weighted losses.
 pub(crate) fn reduce<A: Float>(reduction: Reduction, total: f64, count: usize) -> Result<A> {

@@ -213,23 +213,17 @@ pub(crate) fn chunked_sum<A: Float, const K: usize>(
         let end = (start + CHUNK).min(len);
         let mut lanes = [[A::zero(); LANES]; K];
         let mut i = start;
-        while i + LANES <= end {
-            for k in 0..LANES {
+        while i < end {
+            // A single call site for `term`, so that it is inlined.
+            let width = (end - i).min(LANES);
+            for k in 0..width {
                 let (values, good) = term(i + k);
                 for (lane, v) in lanes.iter_mut().zip(values) {
                     lane[k] += v;
                 }
                 ok &= good;
             }
-            i += LANES;
-        }
-        while i < end {
-            let (values, good) = term(i);
-            for (lane, v) in lanes.iter_mut().zip(values) {
-                lane[0] += v;
-            }
-            ok &= good;
-            i += 1;
+            i += width;
         }
         for (t, lane) in total.iter_mut().zip(&lanes) {
             *t += sum_lanes(lane);
@@ -237,4 +231,115 @@ pub(crate) fn chunked_sum<A: Float, const K: usize>(
         start = end;
     }
     (total, ok)
+}
+
+/// The slice-based sums of the fast paths. Each walks its slices in
+/// [`CHUNK`]-sized blocks and each block in groups of [`LANES`] elements
+/// taken with `chunks_exact`, so that the inner loop has no bounds checks
+/// and its `LANES` independent lanes (the accumulators, the validity flags
+/// and, once inlined, the element function) vectorise. The validity flags
+/// are kept per lane and combined once per block. The slices should have
+/// equal lengths (the callers get them from arrays of one shape); the
+/// elements of a longer slice beyond the shortest are ignored.
+macro_rules! fused_sum {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($x:ident),+; $($g:ident)?) -> ($($d:ident)?)
+    ) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub(crate) fn $name<A: Float, const K: usize>(
+            $($x: &[A],)+
+            $($g: &mut [A],)?
+            mut term: impl FnMut($(fused_sum!(@ty $x A)),+) -> ([A; K], $(fused_sum!(@ty $d A),)? bool),
+        ) -> ([f64; K], bool) {
+            let n = usize::MAX $(.min($x.len()))+ $(.min($g.len()))?;
+            let full = n - n % CHUNK;
+            // Each operand as (whole blocks, the rest).
+            $(let $x = $x[..n].split_at(full);)+
+            $(let $g = $g[..n].split_at_mut(full);)?
+            let mut total = [0.0f64; K];
+            let mut ok = true;
+            let blocks = fused_sum!(@zip chunks_exact, chunks_exact_mut, (CHUNK); $($x.0),+; $($g.0)?);
+            for fused_sum!(@pat $($x),+; $($g)?) in blocks {
+                let mut lanes = [[A::zero(); LANES]; K];
+                let mut good = [true; LANES];
+                let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x),+; $($g)?);
+                for fused_sum!(@pat $($x),+; $($g)?) in groups {
+                    // Outputs go to a local array, stored after the lanes are
+                    // computed: no store may alias a later lane's loads, so
+                    // the lanes vectorise as one.
+                    $(let mut outputs = [A::zero(); LANES]; let _ = stringify!($d);)?
+                    for k in 0..LANES {
+                        let (values, $($d,)? fine) = term($($x[k]),+);
+                        good[k] &= fine;
+                        $(outputs[k] = $d;)?
+                        for (lane, v) in lanes.iter_mut().zip(values) {
+                            lane[k] += v;
+                        }
+                    }
+                    $($g.copy_from_slice(&outputs);)?
+                }
+                for (t, lane) in total.iter_mut().zip(&lanes) {
+                    *t += sum_lanes(lane);
+                }
+                ok &= good.iter().all(|&b| b);
+            }
+            // The last, partial block: one accumulator.
+            let mut lane = [A::zero(); K];
+            let rest = fused_sum!(@zip iter, iter_mut, (); $($x.1),+; $($g.1)?);
+            for fused_sum!(@pat $($x),+; $($g)?) in rest {
+                let (values, $($d,)? fine) = term($(*$x),+);
+                $(*$g = $d;)?
+                for (l, v) in lane.iter_mut().zip(values) {
+                    *l += v;
+                }
+                ok &= fine;
+            }
+            for (t, l) in total.iter_mut().zip(lane) {
+                *t += l.as_f64();
+            }
+            (total, ok)
+        }
+    };
+    (@ty $x:ident $A:ident) => { $A };
+    (@zip $m:ident, $mm:ident, $args:tt; $x0:expr $(, $x:expr)*; ) => {
+        $x0.$m $args $(.zip($x.$m $args))*
+    };
+    (@zip $m:ident, $mm:ident, $args:tt; $x0:expr $(, $x:expr)*; $g:expr) => {
+        $x0.$m $args $(.zip($x.$m $args))*.zip($g.$mm $args)
+    };
+    (@pat $x0:ident $(, $x:ident)*; ) => {
+        fused_sum!(@nest ($x0) $($x)*)
+    };
+    (@pat $x0:ident $(, $x:ident)*; $g:ident) => {
+        (fused_sum!(@nest ($x0) $($x)*), $g)
+    };
+    (@nest ($($acc:tt)*)) => { $($acc)* };
+    (@nest ($($acc:tt)*) $x:ident $($rest:ident)*) => {
+        fused_sum!(@nest (($($acc)*, $x)) $($rest)*)
+    };
+}
+
+fused_sum! {
+    /// Sums `K` quantities `term(x, y)` over two slices; returns the `f64`
+    /// totals and whether every term was valid.
+    fn zip_sum(x, y;) -> ()
+}
+
+fused_sum! {
+    /// Sums `K` quantities `term(x, y, w)` over three slices.
+    fn zip3_sum(x, y, w;) -> ()
+}
+
+fused_sum! {
+    /// Sums `K` quantities of `term(x, y) = (values, d, valid)` over two
+    /// slices and writes each `d` into `g`.
+    fn zip_sum_write(x, y; g) -> (d)
+}
+
+fused_sum! {
+    /// Sums `K` quantities of `term(x, y, w) = (values, d, valid)` over
+    /// three slices and writes each `d` into `g`.
+    fn zip3_sum_write(x, y, w; g) -> (d)
 }

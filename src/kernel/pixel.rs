@@ -3,7 +3,10 @@
 
 use ndarray::{ArrayRef, Dimension, Zip};
 
-use super::{ChunkedSum, Domain, chunked_sum, common_slices, grad_matches, weight_ok};
+use super::{
+    ChunkedSum, Domain, common_slices, grad_matches, weight_ok, zip_sum, zip_sum_write, zip3_sum,
+    zip3_sum_write,
+};
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
 
@@ -15,6 +18,42 @@ pub(crate) trait Elementwise<A: Float> {
     fn value(&self, x: A, y: A) -> A;
     /// `(ℓ(x, y), ∂ℓ/∂x)`.
     fn value_grad(&self, x: A, y: A) -> (A, A);
+
+    /// How many specialised forms the element function has (for BCE, one
+    /// per input kind). The kernel compiles one loop per form and picks it
+    /// once per call, so that no per-element branch on a parameter keeps
+    /// the loop from vectorising.
+    const FORMS: usize = 1;
+
+    /// Which form (`< FORMS`) this element function takes.
+    fn form(&self) -> usize {
+        0
+    }
+
+    /// `ℓ(x, y)` in form `F` (only called with `F == self.form()`).
+    #[inline(always)]
+    fn value_in<const F: usize>(&self, x: A, y: A) -> A {
+        self.value(x, y)
+    }
+
+    /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` (only called with `F == self.form()`).
+    #[inline(always)]
+    fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
+        self.value_grad(x, y)
+    }
+}
+
+/// Runs `$body` with the const `$f` bound to `$e.form()` (at most two forms).
+macro_rules! with_form {
+    ($e:ident, $f:ident => $body:expr) => {
+        if E::FORMS > 1 && $e.form() == 1 {
+            const $f: usize = 1;
+            $body
+        } else {
+            const $f: usize = 0;
+            $body
+        }
+    };
 }
 
 /// Shape and emptiness checks shared by both entry points.
@@ -57,9 +96,12 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     let domain = e.domain();
     let (total, ok) = match weights {
         None => match common_slices([input, target]) {
-            Some([x, y]) => chunked_sum(x.len(), |i| {
-                ([e.value(x[i], y[i])], domain.accepts(x[i], y[i]))
-            }),
+            Some([x, y]) => with_form!(e, F => zip_sum(
+                x,
+                y,
+                #[inline(always)]
+                |x, y| ([e.value_in::<F>(x, y)], domain.accepts(x, y))
+            )),
             None => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -71,12 +113,13 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
             }
         },
         Some(weights) => match common_slices([input, target, weights]) {
-            Some([x, y, w]) => chunked_sum(x.len(), |i| {
-                (
-                    [w[i] * e.value(x[i], y[i])],
-                    domain.accepts(x[i], y[i]) & weight_ok(w[i]),
-                )
-            }),
+            Some([x, y, w]) => with_form!(e, F => zip3_sum(
+                x,
+                y,
+                w,
+                #[inline(always)]
+                |x, y, w| ([w * e.value_in::<F>(x, y)], domain.accepts(x, y) & weight_ok(w))
+            )),
             None => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -118,11 +161,17 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     };
     let (total, ok) = match weights {
         None => match (common_slices([input, target]), g_fast) {
-            (Some([x, y]), Some(g)) => chunked_sum(x.len(), |i| {
-                let (v, d) = e.value_grad(x[i], y[i]);
-                g[i] = scale * d;
-                ([v], domain.accepts(x[i], y[i]) & g[i].is_finite())
-            }),
+            (Some([x, y]), Some(g)) => with_form!(e, F => zip_sum_write(
+                x,
+                y,
+                g,
+                #[inline(always)]
+                |x, y| {
+                    let (v, d) = e.value_grad_in::<F>(x, y);
+                    let d = scale * d;
+                    ([v], d, domain.accepts(x, y) & d.is_finite())
+                }
+            )),
             _ => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -139,14 +188,22 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
             }
         },
         Some(weights) => match (common_slices([input, target, weights]), g_fast) {
-            (Some([x, y, w]), Some(g)) => chunked_sum(x.len(), |i| {
-                let (v, d) = e.value_grad(x[i], y[i]);
-                g[i] = scale * w[i] * d;
-                (
-                    [w[i] * v],
-                    domain.accepts(x[i], y[i]) & weight_ok(w[i]) & g[i].is_finite(),
-                )
-            }),
+            (Some([x, y, w]), Some(g)) => with_form!(e, F => zip3_sum_write(
+                x,
+                y,
+                w,
+                g,
+                #[inline(always)]
+                |x, y, w| {
+                    let (v, d) = e.value_grad_in::<F>(x, y);
+                    let d = scale * w * d;
+                    (
+                        [w * v],
+                        d,
+                        domain.accepts(x, y) & weight_ok(w) & d.is_finite(),
+                    )
+                }
+            )),
             _ => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
