@@ -6,7 +6,7 @@ use crate::error::check_param;
 use crate::kernel::Domain;
 use crate::kernel::math::Logistic;
 use crate::kernel::pixel::{self, Elementwise};
-use crate::loss::{finite_result, param_as};
+use crate::loss::{binary_input, finite_result, param_as};
 use crate::{Float, Input, Loss, Reduction, Result};
 
 /// Binary cross-entropy, with an optional weight β on the positive term.
@@ -97,6 +97,7 @@ impl BinaryCrossEntropy {
 
     /// The per-element function, after checking the parameters.
     pub(crate) fn element<A: Float>(&self) -> Result<BceElement<A>> {
+        binary_input(self.input, "BinaryCrossEntropy")?;
         check_param(
             "pos_weight",
             self.pos_weight,

@@ -78,6 +78,17 @@ pub enum Error {
         /// The length it has.
         found: usize,
     },
+    /// An option that this loss does not support, or not in combination
+    /// with its other options (`Input::SoftmaxLogits` on a binary loss,
+    /// `Input::Logits` on cross-entropy, class weights without `per_class`).
+    Unsupported {
+        /// The loss (`"BinaryCrossEntropy"`, …).
+        loss: &'static str,
+        /// The option as its setter spells it (`"input"`, `"class_weights"`).
+        option: &'static str,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
     /// The result is not finite in the element type (an `f32` loss that
     /// overflows under extreme but finite parameters, a Dice with a zero
     /// denominator, …).
@@ -151,6 +162,14 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "parameter `{name}` has {found} entries, expected {expected}"
+            ),
+            Error::Unsupported {
+                loss,
+                option,
+                reason,
+            } => write!(
+                f,
+                "{loss}: option `{option}` is not supported here: {reason}"
             ),
             Error::NonFiniteResult { what, value } => write!(
                 f,

@@ -21,6 +21,14 @@ pub enum Input {
     Logits,
     /// Probabilities `p` in `[0, 1]`; the gradient is `∂L/∂p`.
     Probabilities,
+    /// Raw class scores `z` on axis 1 of an `(N, C, ...)` array; the loss
+    /// applies the softmax `p_c = e^(z_c) / Σ_k e^(z_k)` along that axis
+    /// itself (shifted by the maximum, so any finite logits work), and the
+    /// gradient `∂L/∂z` goes through the softmax. For the multi-class losses:
+    /// [`CrossEntropy`](crate::CrossEntropy), [`DiceLoss`](crate::DiceLoss),
+    /// [`TverskyLoss`](crate::TverskyLoss) and [`FocalLoss`](crate::FocalLoss);
+    /// the losses that are binary by nature return [`Error::Unsupported`].
+    SoftmaxLogits,
 }
 
 /// How per-element losses are reduced to one number.
@@ -139,4 +147,48 @@ pub(crate) fn param_as<A: Float>(name: &'static str, value: f64) -> Result<A> {
             requirement: "must be finite in the element type",
         })
     }
+}
+
+/// Rejects [`Input::SoftmaxLogits`] for a loss that is binary by nature
+/// (`loss` names it in the message).
+pub(crate) fn binary_input(input: Input, loss: &'static str) -> Result<()> {
+    if input == Input::SoftmaxLogits {
+        Err(Error::Unsupported {
+            loss,
+            option: "input",
+            reason: "Input::SoftmaxLogits is for the multi-class losses, and this loss is \
+                     binary: use Input::Logits or Input::Probabilities",
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a list of class weights: `expected` entries, each finite and `>= 0`.
+pub(crate) fn check_class_weights(weights: &[f64], expected: usize) -> Result<()> {
+    if weights.len() != expected {
+        return Err(Error::InvalidLength {
+            name: "class_weights",
+            expected,
+            found: weights.len(),
+        });
+    }
+    for &w in weights {
+        crate::error::check_param(
+            "class_weights",
+            w,
+            w >= 0.0,
+            "every class weight must be finite and >= 0",
+        )?;
+    }
+    Ok(())
+}
+
+/// `ln(cosh(v))` without overflow, and its derivative `tanh(v)`.
+pub(crate) fn log_cosh(v: f64) -> (f64, f64) {
+    let a = v.abs();
+    (
+        a + (-2.0 * a).exp().ln_1p() - std::f64::consts::LN_2,
+        v.tanh(),
+    )
 }

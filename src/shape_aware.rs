@@ -6,7 +6,7 @@ use ndarray::{Array, ArrayRef, Dimension, IxDyn};
 use crate::bce::{BceElement, grad_scale, reduce};
 use crate::distance::UNetWeights;
 use crate::kernel::pixel;
-use crate::loss::{non_empty, same_shape};
+use crate::loss::{binary_input, non_empty, same_shape};
 use crate::{BinaryCrossEntropy, Error, Float, Input, Loss, Reduction, Result};
 
 /// Binary cross-entropy weighted per pixel by the U-Net weight map
@@ -164,6 +164,7 @@ impl ShapeAwareLoss {
     /// Plain BCE's element function with this loss's input and clip; the
     /// target must be binary when the maps come from it.
     fn element<A: Float>(&self, binary_target: bool) -> Result<BceElement<A>> {
+        binary_input(self.input, "ShapeAwareLoss")?;
         let mut e = BinaryCrossEntropy::new()
             .input(self.input)
             .epsilon(self.epsilon)

@@ -379,3 +379,51 @@ fn dice_with_a_zero_denominator() {
     let dice = DiceLoss::new().input(Input::Probabilities);
     assert_eq!(dice.loss(&x, &x), Ok(0.0));
 }
+
+#[test]
+fn softmax_logits_on_a_binary_loss() {
+    let (x, y) = ok_operands();
+    let e = errors(
+        &BinaryCrossEntropy::new().input(Input::SoftmaxLogits),
+        &x,
+        &y,
+    );
+    assert!(
+        matches!(
+            e,
+            Error::Unsupported {
+                loss: "BinaryCrossEntropy",
+                option: "input",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = errors(&ShapeAwareLoss::new().input(Input::SoftmaxLogits), &x, &y);
+    assert!(
+        matches!(
+            e,
+            Error::Unsupported {
+                loss: "ShapeAwareLoss",
+                option: "input",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let w = Array2::ones((2, 2));
+    let e = ShapeAwareLoss::new()
+        .input(Input::SoftmaxLogits)
+        .loss_with_weights(&x, &y, &w)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unsupported {
+                loss: "ShapeAwareLoss",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

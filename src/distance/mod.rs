@@ -35,6 +35,7 @@ use ndarray::{Array, ArrayRef, Dimension};
 
 use crate::{Error, Result};
 
+pub use crate::signed_distance::signed_distance;
 pub use unet::{ClassWeights, UNetWeights};
 
 /// Which elements count as neighbours when grouping a mask into instances.

@@ -15,6 +15,7 @@
 pub(crate) mod math;
 pub(crate) mod pixel;
 pub(crate) mod region;
+pub(crate) mod softmax;
 
 use ndarray::{ArrayRef, Dimension};
 

@@ -2,36 +2,164 @@
 //!
 //! Pass 1 ([`sums`]) validates the elements and collects `K` sums per
 //! group; the loss turns each group's sums into its value and into the
-//! coefficients of its gradient; pass 2 ([`write_grad`]) writes the
-//! gradient group by group.
+//! coefficients of its gradient `∂L/∂p`; pass 2 ([`write_grad`]) writes the
+//! gradient, chained through the sigmoid or the softmax.
+//!
+//! A group is the whole tensor, each sample (axis 0), each class (axis 1)
+//! or each (sample, class) pair; class 0 may be left out of every group.
+//! Element-wise activations (sigmoid, identity) walk whole groups (or
+//! `(sample, class)` cells) as contiguous runs; the softmax walks positions
+//! with the tiles of [`super::softmax`].
 
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
+use super::math::Logistic;
+use super::softmax::{self, Chain, Softmax};
 use super::{ChunkedSum, Domain, chunked_sum, common_slices, grad_matches};
 use crate::loss::{non_empty, same_shape};
-use crate::{Error, Float, Result};
+use crate::{Error, Float, Input, Result};
+
+/// How a loss turns its input into probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `p = σ(x)`, element-wise.
+    Sigmoid,
+    /// `p = x`.
+    Identity,
+    /// `p = softmax(x)` along axis 1.
+    Softmax,
+}
+
+impl Activation {
+    pub(crate) fn of(input: Input) -> Self {
+        match input {
+            Input::Probabilities => Activation::Identity,
+            Input::SoftmaxLogits => Activation::Softmax,
+            _ => Activation::Sigmoid,
+        }
+    }
+
+    fn domain(self) -> Domain {
+        Domain {
+            probabilities: self == Activation::Identity,
+            binary_target: false,
+        }
+    }
+
+    #[inline(always)]
+    fn apply<A: Float>(self, x: A) -> A {
+        match self {
+            Activation::Sigmoid => Logistic::sigmoid(x),
+            _ => x,
+        }
+    }
+}
 
 /// Which elements share a sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Groups {
-    /// One group: every element.
-    Global,
+pub(crate) struct Groups {
     /// One group per index of axis 0.
-    PerSample,
+    pub(crate) per_sample: bool,
+    /// One group per index of axis 1.
+    pub(crate) per_class: bool,
+    /// Whether class 0 (index 0 of axis 1) belongs to any group.
+    pub(crate) background: bool,
 }
 
 impl Groups {
-    /// The number of groups for an array of this shape, or an error if the
-    /// grouping does not apply to it.
-    pub(crate) fn count(self, shape: &[usize]) -> Result<usize> {
-        match self {
-            Groups::Global => Ok(1),
-            Groups::PerSample => shape.first().copied().ok_or(Error::BadShape {
+    /// Whether the grouping looks at axis 1.
+    fn by_class(self) -> bool {
+        self.per_class || !self.background
+    }
+}
+
+/// A grouping applied to one shape: which `(sample, class)` cell belongs to
+/// which group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    groups: Groups,
+    activation: Activation,
+    /// Classes left out at the front (1 without the background, else 0).
+    skip: usize,
+    /// Classes kept.
+    kept: usize,
+    count: usize,
+}
+
+impl Layout {
+    /// Checks the shapes of `input` and `target` and lays `groups` over them.
+    pub(crate) fn new<A, D: Dimension>(
+        groups: Groups,
+        activation: Activation,
+        input: &ArrayRef<A, D>,
+        target: &ArrayRef<A, D>,
+    ) -> Result<Self> {
+        same_shape("target", input, target)?;
+        non_empty(input)?;
+        let shape = input.shape();
+        let needs_classes = groups.by_class() || activation == Activation::Softmax;
+        if needs_classes && shape.len() < 2 {
+            return Err(Error::BadShape {
+                operand: "input",
+                shape: shape.to_vec(),
+                requirement: "per_class, include_background(false) and Input::SoftmaxLogits \
+                              need a class axis: shape (N, C, ...)",
+            });
+        }
+        if groups.per_sample && shape.is_empty() {
+            return Err(Error::BadShape {
                 operand: "input",
                 shape: shape.to_vec(),
                 requirement: "per_sample needs a sample axis (at least one axis)",
-            }),
+            });
         }
+        let samples = shape.first().copied().unwrap_or(1);
+        let classes = if needs_classes { shape[1] } else { 1 };
+        let skip = usize::from(!groups.background);
+        if classes <= skip {
+            return Err(Error::BadShape {
+                operand: "input",
+                shape: shape.to_vec(),
+                requirement: "include_background(false) needs at least two classes on axis 1",
+            });
+        }
+        let kept = classes - skip;
+        let count = match (groups.per_sample, groups.per_class) {
+            (false, false) => 1,
+            (true, false) => samples,
+            (false, true) => kept,
+            (true, true) => samples * kept,
+        };
+        Ok(Self {
+            groups,
+            activation,
+            skip,
+            kept,
+            count,
+        })
+    }
+
+    /// The number of classes that take part (all, or all but class 0).
+    pub(crate) fn kept_classes(&self) -> usize {
+        self.kept
+    }
+
+    /// The class of group `g`, counted among the kept classes (`None`
+    /// unless `per_class`).
+    pub(crate) fn class_of(&self, g: usize) -> Option<usize> {
+        self.groups.per_class.then(|| g % self.kept)
+    }
+
+    /// The group of the cell `(sample n, class c)`, `None` for a class left out.
+    #[inline]
+    fn group(&self, n: usize, c: usize) -> Option<usize> {
+        let k = c.checked_sub(self.skip)?;
+        Some(match (self.groups.per_sample, self.groups.per_class) {
+            (false, false) => 0,
+            (true, false) => n,
+            (false, true) => k,
+            (true, true) => n * self.kept + k,
+        })
     }
 }
 
@@ -56,35 +184,75 @@ fn group_sums<A: Float, D: Dimension, const K: usize>(
     }
 }
 
-/// Pass 1: checks shapes and elements and returns the `K` sums of each
-/// group, in `f64`.
+fn add<const K: usize>(total: &mut [f64; K], part: [f64; K]) {
+    for (t, p) in total.iter_mut().zip(part) {
+        *t += p;
+    }
+}
+
+/// Pass 1: validates the elements and returns the `K` sums of
+/// `term(p, y)` for each group of `layout`, in `f64`.
 pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
-    domain: Domain,
-    groups: Groups,
+    layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     term: impl Fn(A, A) -> [A; K],
 ) -> Result<Vec<[f64; K]>> {
-    same_shape("target", input, target)?;
-    non_empty(input)?;
-    let count = groups.count(input.shape())?;
-    let mut out = Vec::with_capacity(count);
+    let activation = layout.activation;
+    let domain = activation.domain();
+    let mut out = vec![[0.0; K]; layout.count];
     let mut ok = true;
-    match groups {
-        Groups::Global => {
-            let (s, good) = group_sums(domain, input, target, &term);
-            out.push(s);
-            ok &= good;
-        }
-        Groups::PerSample => {
-            for (x, y) in input
+    if activation == Activation::Softmax {
+        let (_, classes, _) = softmax::dims(input.shape())?;
+        let mut sm = Softmax::new(classes);
+        ok = softmax::walk(input, target, None, None, |b| {
+            sm.compute(&b.x);
+            let mut ok = true;
+            for c in 0..b.classes {
+                let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
+                let (s, good) =
+                    chunked_sum(b.len, |j| (term(p[j], y[j]), domain.accepts(x[j], y[j])));
+                ok &= good;
+                if let Some(g) = layout.group(b.n, c) {
+                    add(&mut out[g], s);
+                }
+            }
+            ok
+        })?;
+    } else {
+        let term = |x: A, y: A| term(activation.apply(x), y);
+        if layout.groups.by_class() {
+            for (n, (xn, yn)) in input
                 .axis_chunks_iter(Axis(0), 1)
                 .zip(target.axis_chunks_iter(Axis(0), 1))
+                .enumerate()
             {
+                for (c, (x, y)) in xn
+                    .axis_chunks_iter(Axis(1), 1)
+                    .zip(yn.axis_chunks_iter(Axis(1), 1))
+                    .enumerate()
+                {
+                    let (s, good) = group_sums(domain, &x, &y, &term);
+                    ok &= good;
+                    if let Some(g) = layout.group(n, c) {
+                        add(&mut out[g], s);
+                    }
+                }
+            }
+        } else if layout.groups.per_sample {
+            for (slot, (x, y)) in out.iter_mut().zip(
+                input
+                    .axis_chunks_iter(Axis(0), 1)
+                    .zip(target.axis_chunks_iter(Axis(0), 1)),
+            ) {
                 let (s, good) = group_sums(domain, &x, &y, &term);
-                out.push(s);
+                *slot = s;
                 ok &= good;
             }
+        } else {
+            let (s, good) = group_sums(domain, input, target, &term);
+            out[0] = s;
+            ok = good;
         }
     }
     if ok {
@@ -131,31 +299,91 @@ fn group_grad<A: Float, D: Dimension>(
     ok
 }
 
-/// Pass 2: writes `grad = f(x, y, &coefficients[group])` for every element.
-/// The elements were validated by [`sums`].
+/// Pass 2: writes `grad = ∂L/∂input` where `dp(p, y, &coefficients[group])`
+/// is `∂L/∂p` of an element of that group (0 for a class left out), chained
+/// through the activation. The elements were validated by [`sums`].
 pub(crate) fn write_grad<A: Float, D: Dimension, C>(
-    groups: Groups,
+    layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficients: &[C],
-    f: impl Fn(A, A, &C) -> A,
+    dp: impl Fn(A, A, &C) -> A,
 ) -> Result<()> {
-    let ok = match (groups, coefficients) {
-        (Groups::Global, [c]) => group_grad(input, target, grad, &|x, y| f(x, y, c)),
-        (Groups::PerSample, _) => {
-            let mut ok = true;
-            for (((x, y), mut g), c) in input
-                .axis_chunks_iter(Axis(0), 1)
-                .zip(target.axis_chunks_iter(Axis(0), 1))
-                .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
-                .zip(coefficients)
-            {
-                ok &= group_grad(&x, &y, &mut g, &|x, y| f(x, y, c));
-            }
-            ok
+    same_shape("grad", input, grad)?;
+    if coefficients.len() != layout.count {
+        return Err(Error::InvalidLength {
+            name: "coefficients",
+            expected: layout.count,
+            found: coefficients.len(),
+        });
+    }
+    let activation = layout.activation;
+    let chained = |x: A, y: A, c: &C| match activation {
+        Activation::Sigmoid => {
+            let l = Logistic::of(x);
+            dp(l.sigma, y, c) * (l.sigma * l.sigma_c)
         }
-        (Groups::Global, _) => false,
+        _ => dp(x, y, c),
+    };
+    let ok = if activation == Activation::Softmax {
+        let (_, classes, _) = softmax::dims(input.shape())?;
+        let mut sm = Softmax::new(classes);
+        let mut chain = Chain::new(classes);
+        softmax::walk(input, target, None, Some(grad), |mut b| {
+            sm.compute(&b.x);
+            for c in 0..b.classes {
+                let buffer = chain.dp_mut(c, b.len);
+                match layout.group(b.n, c).map(|g| &coefficients[g]) {
+                    Some(k) => {
+                        for ((d, &p), &y) in buffer.iter_mut().zip(sm.p(c, b.len)).zip(b.y.class(c))
+                        {
+                            *d = dp(p, y, k);
+                        }
+                    }
+                    None => buffer.fill(A::zero()),
+                }
+            }
+            match b.g.as_mut() {
+                Some(g) => chain.write(&sm, b.len, g),
+                None => false,
+            }
+        })?
+    } else if layout.groups.by_class() {
+        let mut ok = true;
+        for (n, ((xn, yn), mut gn)) in input
+            .axis_chunks_iter(Axis(0), 1)
+            .zip(target.axis_chunks_iter(Axis(0), 1))
+            .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
+            .enumerate()
+        {
+            for (c, ((x, y), mut g)) in xn
+                .axis_chunks_iter(Axis(1), 1)
+                .zip(yn.axis_chunks_iter(Axis(1), 1))
+                .zip(gn.axis_chunks_iter_mut(Axis(1), 1))
+                .enumerate()
+            {
+                match layout.group(n, c).map(|k| &coefficients[k]) {
+                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k)),
+                    None => g.fill(A::zero()),
+                }
+            }
+        }
+        ok
+    } else if layout.groups.per_sample {
+        let mut ok = true;
+        for (((x, y), mut g), k) in input
+            .axis_chunks_iter(Axis(0), 1)
+            .zip(target.axis_chunks_iter(Axis(0), 1))
+            .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
+            .zip(coefficients)
+        {
+            ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k));
+        }
+        ok
+    } else {
+        let k = &coefficients[0];
+        group_grad(input, target, grad, &|x, y| chained(x, y, k))
     };
     if ok {
         Ok(())

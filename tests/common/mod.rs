@@ -108,3 +108,19 @@ impl Case {
         }
     }
 }
+
+/// Readers for the integer arrays of the second-stage cases.
+impl Case {
+    /// A `uint32` array (class labels).
+    pub fn u32(&self, array: &str) -> ArrayD<u32> {
+        read_npy(dir().join(self.arrays[array].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{}: reading {array}: {e}", self.name))
+    }
+
+    /// A `uint8` 0/1 array, as a boolean mask.
+    pub fn mask(&self, array: &str) -> ArrayD<bool> {
+        let m: ArrayD<u8> = read_npy(dir().join(self.arrays[array].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{}: reading {array}: {e}", self.name));
+        m.mapv(|v| v != 0)
+    }
+}
