@@ -69,6 +69,18 @@ impl BoundaryLoss {
     /// The loss against a precomputed distance map `phi` of the input's
     /// shape: `mean_x φ(x)·p(x)`.
     ///
+    /// ```
+    /// use ndarray::array;
+    /// use segloss::{BoundaryLoss, Input, distance::signed_distance};
+    ///
+    /// let target = array![[false, true, true, false, false]];
+    /// let phi = signed_distance(&target, None)?; // [1, -1, -1, 1, 2]
+    /// let p = array![[0.0_f64, 1.0, 1.0, 0.0, 0.0]];
+    /// let loss = BoundaryLoss::new().input(Input::Probabilities).loss_with_distance(&p, &phi)?;
+    /// assert_eq!(loss, -2.0 / 5.0);
+    /// # Ok::<(), segloss::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// On differing shapes, an empty array, a non-finite input or map
     /// element, a probability outside `[0, 1]`, [`Input::SoftmaxLogits`],

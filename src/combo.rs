@@ -49,6 +49,21 @@ impl<La: Default, Lb: Default> Default for Combo<La, Lb> {
 
 impl<La, Lb> Combo<La, Lb> {
     /// `a + b`: both weights 1.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use segloss::{BinaryCrossEntropy, Combo, DiceLoss, Loss};
+    ///
+    /// let x = array![[2.0_f64, -1.0, 0.5]];
+    /// let y = array![[1.0, 0.0, 1.0]];
+    /// let combo = Combo::new(DiceLoss::new(), BinaryCrossEntropy::new()).weights(1.0, 0.5);
+    /// let (loss, grad) = combo.loss_and_grad(&x, &y)?;
+    /// let (dice, g_dice) = DiceLoss::new().loss_and_grad(&x, &y)?;
+    /// let (bce, g_bce) = BinaryCrossEntropy::new().loss_and_grad(&x, &y)?;
+    /// assert!((loss - (dice + 0.5 * bce)).abs() < 1e-15);
+    /// assert!((&grad - &(g_dice + g_bce * 0.5)).iter().all(|d| d.abs() < 1e-15));
+    /// # Ok::<(), segloss::Error>(())
+    /// ```
     pub fn new(a: La, b: Lb) -> Self {
         Self {
             a,

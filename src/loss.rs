@@ -32,6 +32,18 @@ pub enum Input {
 }
 
 /// How per-element losses are reduced to one number.
+///
+/// ```
+/// use ndarray::array;
+/// use segloss::{BinaryCrossEntropy, Loss, Reduction};
+///
+/// let x = array![0.0_f64, 0.0, 0.0, 0.0];
+/// let y = array![1.0, 0.0, 1.0, 0.0];
+/// let mean = BinaryCrossEntropy::new().loss(&x, &y)?;
+/// let sum = BinaryCrossEntropy::new().reduction(Reduction::Sum).loss(&x, &y)?;
+/// assert!((sum - 4.0 * mean).abs() < 1e-15 && (mean - 2f64.ln()).abs() < 1e-15);
+/// # Ok::<(), segloss::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Reduction {

@@ -109,6 +109,21 @@ impl ShapeAwareLoss {
 
     /// The loss with a precomputed weight map of `input`'s shape.
     ///
+    /// ```
+    /// use ndarray::array;
+    /// use segloss::ShapeAwareLoss;
+    /// use segloss::distance::UNetWeights;
+    ///
+    /// let mask = array![[true, true, false, true, true]];
+    /// let weights = UNetWeights::new().for_mask::<f64, _>(&mask)?; // once, in the data pipeline
+    /// let target = mask.mapv(|m| f64::from(u8::from(m)));
+    /// let logits = array![[3.0, 2.0, 1.0, 2.0, 3.0]];
+    /// let loss = ShapeAwareLoss::new().loss_with_weights(&logits, &target, &weights)?;
+    /// // The gap pixel is wrong and weighs 1 + 10·exp(-2²/50) ≈ 10.2.
+    /// assert!(loss > 10.0 * 1.3 / 5.0);
+    /// # Ok::<(), segloss::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// On differing shapes, an empty input, a non-finite or negative weight,
     /// and the bad inputs of [`BinaryCrossEntropy`].
