@@ -3,52 +3,9 @@
 
 mod common;
 
-use common::Case;
+use common::{Case, check_loss as check, input_kind, reduction};
 use ndarray::ArrayD;
-use segloss::{BinaryCrossEntropy, DiceLoss, Input, Loss, Reduction};
-
-fn input_kind(case: &Case) -> Input {
-    match case.param_str("input") {
-        "logits" => Input::Logits,
-        "probabilities" => Input::Probabilities,
-        other => panic!("{}: unexpected input kind {other}", case.name),
-    }
-}
-
-fn reduction(case: &Case) -> Reduction {
-    match case.param_str("reduction") {
-        "mean" => Reduction::Mean,
-        "sum" => Reduction::Sum,
-        other => panic!("{}: unexpected reduction {other}", case.name),
-    }
-}
-
-/// Runs the three entry points of `loss` on the case's arrays and compares
-/// the loss and (where the case has one) the gradient.
-fn check<L: Loss<f64>>(case: &Case, loss: &L) {
-    let input = case.f64("input");
-    let target = case.f64("target");
-    let expected = case.expected("loss");
-
-    let value = loss.loss(&input, &target).unwrap();
-    case.assert_close("loss", value, expected);
-
-    let mut grad = ArrayD::from_elem(input.raw_dim(), f64::NAN);
-    let value = loss.loss_grad(&input, &target, &mut grad).unwrap();
-    case.assert_close("loss_grad", value, expected);
-
-    let (value, allocated) = loss.loss_and_grad(&input, &target).unwrap();
-    case.assert_close("loss_and_grad", value, expected);
-    assert_eq!(
-        grad, allocated,
-        "{}: the two gradient paths differ",
-        case.name
-    );
-
-    if case.has("grad") {
-        case.assert_all_close("grad", &grad, &case.f64("grad"));
-    }
-}
+use segloss::{BinaryCrossEntropy, DiceLoss};
 
 #[test]
 fn bce_matches_pytorch_and_keras() {

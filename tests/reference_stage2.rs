@@ -5,30 +5,13 @@
 
 mod common;
 
-use common::Case;
-use ndarray::{ArrayD, Ix3, IxDyn};
+use common::{Case, check_loss as check, input_kind, reduction};
+use ndarray::{ArrayD, Ix3};
 use segloss::distance::signed_distance;
 use segloss::{
-    BoundaryLoss, Combo, CrossEntropy, DiceLoss, FocalLoss, HausdorffDtLoss, Input, Loss,
-    Reduction, TverskyLoss, one_hot,
+    BoundaryLoss, Combo, CrossEntropy, DiceLoss, FocalLoss, HausdorffDtLoss, Input, TverskyLoss,
+    one_hot,
 };
-
-fn input_kind(case: &Case) -> Input {
-    match case.param_str("input") {
-        "logits" => Input::Logits,
-        "probabilities" => Input::Probabilities,
-        "softmax_logits" => Input::SoftmaxLogits,
-        other => panic!("{}: unexpected input kind {other}", case.name),
-    }
-}
-
-fn reduction(case: &Case) -> Reduction {
-    match case.param_str("reduction") {
-        "mean" => Reduction::Mean,
-        "sum" => Reduction::Sum,
-        other => panic!("{}: unexpected reduction {other}", case.name),
-    }
-}
 
 /// The case's class weights (`null` or a list).
 fn class_weights(case: &Case) -> Option<Vec<f64>> {
@@ -37,42 +20,6 @@ fn class_weights(case: &Case) -> Option<Vec<f64>> {
         .and_then(|w| w.as_array())
         .map(|w| w.iter().map(|v| v.as_f64().unwrap()).collect())
 }
-
-/// Runs the three entry points of `loss` on the case's arrays and compares
-/// the loss and the gradient.
-fn check<L: Loss<f64>>(case: &Case, loss: &L) {
-    let input = case.f64("input");
-    let target = case.f64("target");
-    let expected = case.expected("loss");
-
-    let value = loss.loss(&input, &target).unwrap();
-    case.assert_close("loss", value, expected);
-
-    let mut grad = ArrayD::from_elem(input.raw_dim(), f64::NAN);
-    let value = loss.loss_grad(&input, &target, &mut grad).unwrap();
-    case.assert_close("loss_grad", value, expected);
-
-    let (value, allocated) = loss.loss_and_grad(&input, &target).unwrap();
-    case.assert_close("loss_and_grad", value, expected);
-    assert_eq!(grad, allocated, "{}: the gradient paths differ", case.name);
-
-    assert!(case.has("grad"), "{}: no expected gradient", case.name);
-    case.assert_all_close("grad", &grad, &case.f64("grad"));
-
-    // A non-standard layout (axes reversed twice through a copy in Fortran
-    // order) gives the same values.
-    let fortran = {
-        let mut f = ArrayD::zeros(IxDyn(input.shape()).f());
-        f.assign(&input);
-        f
-    };
-    let mut grad_f = ArrayD::zeros(IxDyn(input.shape()).f());
-    let value = loss.loss_grad(&fortran, &target, &mut grad_f).unwrap();
-    case.assert_close("loss_grad (Fortran layout)", value, expected);
-    case.assert_all_close("grad (Fortran layout)", &grad_f, &case.f64("grad"));
-}
-
-use ndarray::ShapeBuilder;
 
 #[test]
 fn one_hot_matches_numpy() {

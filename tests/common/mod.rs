@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use ndarray_npy::read_npy;
+use segloss::{Input, Loss, Reduction};
 use serde_json::Value;
 
 /// One entry of `cases.json`.
@@ -123,4 +124,54 @@ impl Case {
             .unwrap_or_else(|e| panic!("{}: reading {array}: {e}", self.name));
         m.mapv(|v| v != 0)
     }
+}
+
+/// The case's `input` parameter as an [`Input`].
+pub fn input_kind(case: &Case) -> Input {
+    match case.param_str("input") {
+        "logits" => Input::Logits,
+        "probabilities" => Input::Probabilities,
+        "softmax_logits" => Input::SoftmaxLogits,
+        other => panic!("{}: unexpected input kind {other}", case.name),
+    }
+}
+
+/// The case's `reduction` parameter as a [`Reduction`].
+pub fn reduction(case: &Case) -> Reduction {
+    match case.param_str("reduction") {
+        "mean" => Reduction::Mean,
+        "sum" => Reduction::Sum,
+        other => panic!("{}: unexpected reduction {other}", case.name),
+    }
+}
+
+/// Runs the three entry points of `loss` on the case's arrays and compares
+/// the loss and (where the case has one) the gradient, then the same on a
+/// Fortran-order copy of the input, which takes the strided paths.
+pub fn check_loss<L: Loss<f64>>(case: &Case, loss: &L) {
+    let input = case.f64("input");
+    let target = case.f64("target");
+    let expected = case.expected("loss");
+
+    let value = loss.loss(&input, &target).unwrap();
+    case.assert_close("loss", value, expected);
+
+    let mut grad = ArrayD::from_elem(input.raw_dim(), f64::NAN);
+    let value = loss.loss_grad(&input, &target, &mut grad).unwrap();
+    case.assert_close("loss_grad", value, expected);
+
+    let (value, allocated) = loss.loss_and_grad(&input, &target).unwrap();
+    case.assert_close("loss_and_grad", value, expected);
+    assert_eq!(grad, allocated, "{}: the gradient paths differ", case.name);
+
+    if case.has("grad") {
+        case.assert_all_close("grad", &grad, &case.f64("grad"));
+    }
+
+    let mut fortran = ArrayD::zeros(IxDyn(input.shape()).f());
+    fortran.assign(&input);
+    let mut grad_f = ArrayD::zeros(IxDyn(input.shape()).f());
+    let value = loss.loss_grad(&fortran, &target, &mut grad_f).unwrap();
+    case.assert_close("loss_grad (Fortran layout)", value, expected);
+    case.assert_all_close("grad (Fortran layout)", &grad_f, &grad);
 }
