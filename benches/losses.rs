@@ -1,6 +1,8 @@
 //! Loss benchmarks: `loss` and `loss_grad` of BCE, weighted BCE, Dice (on
-//! logits and on probabilities) and the shape-aware loss with given weights,
-//! in `f32` and `f64`, at 2^16, 2^20 and 2^24 elements, each group with two
+//! logits and on probabilities), the shape-aware loss with given weights,
+//! and the softmax losses (cross-entropy and per-class Dice over 4 classes,
+//! shape `(4, 4, 1024, 1024)` at 2^24), in `f32` and `f64`, at 2^16, 2^20
+//! and 2^24 elements, each group with two
 //! memory-bound **floor** kernels to compare against:
 //!
 //! * `floor/read`: reads the two inputs and reduces (what a loss-only call
@@ -20,13 +22,14 @@ use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 use ndarray::{Array, Array4};
-use segloss::{BinaryCrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
+use segloss::{BinaryCrossEntropy, CrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
 
-/// The benchmarked sizes: (log2 of the element count, shape).
-const SIZES: [(u32, [usize; 4]); 3] = [
-    (16, [1, 1, 256, 256]),
-    (20, [1, 1, 1024, 1024]),
-    (24, [16, 1, 1024, 1024]),
+/// The benchmarked sizes: (log2 of the element count, shape, the shape of
+/// the same element count with 4 classes on axis 1 for the softmax losses).
+const SIZES: [(u32, [usize; 4], [usize; 4]); 3] = [
+    (16, [1, 1, 256, 256], [1, 4, 128, 128]),
+    (20, [1, 1, 1024, 1024], [1, 4, 512, 512]),
+    (24, [16, 1, 1024, 1024], [4, 4, 1024, 1024]),
 ];
 
 /// Independent accumulators of the floor kernels.
@@ -136,6 +139,25 @@ impl<A: Float> Data<A> {
     }
 }
 
+/// Softmax logits uniform in [-8, 8] of an `(N, C, H, W)` shape and a
+/// one-hot target (each position's class uniform over the `C` classes).
+fn class_data<A: Float>(shape: [usize; 4]) -> (Array4<A>, Array4<A>) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let logits = rng.array(shape, |u| 16.0 * u - 8.0);
+    let [n, c, h, w] = shape;
+    let labels = Array::from_shape_simple_fn((n, h, w), || {
+        ((rng.next_f64() * c as f64) as usize).min(c - 1)
+    });
+    let target = Array4::from_shape_fn(shape, |(n, k, i, j)| {
+        if labels[[n, i, j]] == k {
+            A::one()
+        } else {
+            A::zero()
+        }
+    });
+    (logits, target)
+}
+
 /// `loss` and `loss_grad` of one loss, as `name/loss` and `name/loss_grad`.
 fn bench_loss<A: Float, L: Loss<A>>(
     group: &mut BenchmarkGroup<'_, WallTime>,
@@ -157,9 +179,15 @@ fn bench_loss<A: Float, L: Loss<A>>(
 }
 
 /// One group: the floors and every loss, for one element type and size.
-fn bench_group<A: Float>(c: &mut Criterion, type_name: &str, log2: u32, shape: [usize; 4])
-where
+fn bench_group<A: Float>(
+    c: &mut Criterion,
+    type_name: &str,
+    log2: u32,
+    shape: [usize; 4],
+    class_shape: [usize; 4],
+) where
     BinaryCrossEntropy: Loss<A>,
+    CrossEntropy: Loss<A>,
     DiceLoss: Loss<A>,
 {
     let mut data = Data::<A>::new(shape);
@@ -263,13 +291,32 @@ where
                 .unwrap()
         })
     });
+    // The softmax losses: 4 classes on axis 1, the same element count.
+    let (class_logits, class_target) = class_data::<A>(class_shape);
+    let mut class_grad = Array4::<A>::zeros(class_shape);
+    bench_loss(
+        &mut group,
+        "ce_4class",
+        &CrossEntropy::new(),
+        &class_logits,
+        &class_target,
+        &mut class_grad,
+    );
+    bench_loss(
+        &mut group,
+        "mdice_4class",
+        &DiceLoss::new().input(Input::SoftmaxLogits).per_class(true),
+        &class_logits,
+        &class_target,
+        &mut class_grad,
+    );
     group.finish();
 }
 
 fn losses(c: &mut Criterion) {
-    for (log2, shape) in SIZES {
-        bench_group::<f32>(c, "f32", log2, shape);
-        bench_group::<f64>(c, "f64", log2, shape);
+    for (log2, shape, class_shape) in SIZES {
+        bench_group::<f32>(c, "f32", log2, shape, class_shape);
+        bench_group::<f64>(c, "f64", log2, shape, class_shape);
     }
 }
 

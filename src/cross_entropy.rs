@@ -6,7 +6,7 @@ use ndarray::{ArrayRef, Dimension};
 use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
 use crate::kernel::softmax::{self, Softmax, TILE};
-use crate::kernel::{Domain, chunked_sum, weight_ok};
+use crate::kernel::{Domain, weight_ok, zip3_sum, zip4_sum};
 use crate::loss::{check_class_weights, non_empty, param_as, same_shape};
 use crate::{Error, Float, Input, Loss, Reduction, Result};
 
@@ -245,15 +245,24 @@ impl CrossEntropy {
                         }
                     }
                 }
+                let ac = &*ac;
                 let (s, good) = if probabilities {
-                    chunked_sum(len, |j| {
-                        ([-ac[j] * x[j].max(eps).ln()], domain.accepts(x[j], y[j]))
-                    })
+                    zip3_sum(
+                        ac,
+                        x,
+                        y,
+                        #[inline(always)]
+                        |a, x, y| ([-a * x.max(eps).fast_ln()], domain.accepts(x, y)),
+                    )
                 } else {
-                    let lse = sm.lse(len);
-                    chunked_sum(len, |j| {
-                        ([ac[j] * (lse[j] - x[j])], domain.accepts(x[j], y[j]))
-                    })
+                    zip4_sum(
+                        ac,
+                        sm.lse(len),
+                        x,
+                        y,
+                        #[inline(always)]
+                        |a, lse, x, y| ([a * (lse - x)], domain.accepts(x, y)),
+                    )
                 };
                 total += s[0];
                 ok &= good;

@@ -105,7 +105,8 @@ impl Default for DiceLoss {
     }
 }
 
-/// `v^γ` and `v^(γ-1)` with the common exponents special-cased.
+/// The exponent γ, with the common values special-cased (each gets its own
+/// loop: the callers match once per call, not per element).
 #[derive(Debug, Clone, Copy)]
 enum Power<A> {
     One,
@@ -121,25 +122,6 @@ impl<A: Float> Power<A> {
             Power::Two
         } else {
             Power::Other(A::from_f64(gamma))
-        }
-    }
-
-    #[inline(always)]
-    fn pow(self, v: A) -> A {
-        match self {
-            Power::One => v,
-            Power::Two => v * v,
-            Power::Other(g) => v.powf(g),
-        }
-    }
-
-    /// `v^(γ-1)`.
-    #[inline(always)]
-    fn pow_minus_one(self, v: A) -> A {
-        match self {
-            Power::One => A::one(),
-            Power::Two => v,
-            Power::Other(g) => v.powf(g - A::one()),
         }
     }
 }
@@ -283,10 +265,14 @@ impl DiceLoss {
         if let Some(w) = &self.class_weights {
             check_class_weights(w, layout.kept_classes())?;
         }
-        let power = Power::<A>::new(self.gamma);
-        let sums = region::sums(&layout, input, target, |p, y| {
-            [p * y, power.pow(p), power.pow(y)]
-        })?;
+        // One loop per exponent: the match on γ is outside the loops.
+        let sums = match Power::<A>::new(self.gamma) {
+            Power::One => region::sums(&layout, input, target, |p, y| [p * y, p, y]),
+            Power::Two => region::sums(&layout, input, target, |p, y| [p * y, p * p, y * y]),
+            Power::Other(g) => {
+                region::sums(&layout, input, target, |p, y| [p * y, p.powf(g), y.powf(g)])
+            }
+        }?;
         let groups = sums.len() as f64;
         let mut total = 0.0;
         let mut parts = Vec::with_capacity(sums.len());
@@ -349,10 +335,21 @@ impl<A: Float> Loss<A> for DiceLoss {
     ) -> Result<A> {
         same_shape("grad", input, grad)?;
         let (loss, layout, coefficients) = self.evaluate(input, target)?;
-        let power = Power::<A>::new(self.gamma);
-        region::write_grad(&layout, input, target, grad, &coefficients, |p, y, c| {
-            c.a * y + c.b * power.pow_minus_one(p)
-        })?;
+        let (layout, k) = (&layout, &coefficients);
+        match Power::<A>::new(self.gamma) {
+            Power::One => {
+                region::write_grad(layout, input, target, grad, k, |_, y, c| c.a * y + c.b)
+            }
+            Power::Two => {
+                region::write_grad(layout, input, target, grad, k, |p, y, c| c.a * y + c.b * p)
+            }
+            Power::Other(g) => {
+                let g1 = g - A::one();
+                region::write_grad(layout, input, target, grad, k, |p, y, c| {
+                    c.a * y + c.b * p.powf(g1)
+                })
+            }
+        }?;
         Ok(loss)
     }
 }

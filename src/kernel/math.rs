@@ -12,7 +12,9 @@
 //!
 //! * `exp`: Cody–Waite reduction `x = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, a
 //!   polynomial for `e^r` (degree 7 in `f32`, Cephes; degree 13 in `f64`,
-//!   Taylor, whose truncation error is below 0.05 ulp there), and `2^k`
+//!   Taylor, whose truncation error is below 0.05 ulp there) evaluated by
+//!   Estrin's scheme (a short dependency chain: the kernels' loops are
+//!   bound by latency more than by throughput), and `2^k`
 //!   built in the exponent field as `2^⌊k/2⌋·2^⌈k/2⌉`, so that results in
 //!   the subnormal range are rounded once, correctly scaled.
 //! * `ln`, `ln_1p`: `1 + f = 2^k·m` with `m ∈ [√2/2, √2)`, and fdlibm's
@@ -49,14 +51,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let t = xc * std::f32::consts::LOG2_E + SHIFT;
     let kf = t - SHIFT;
     let r = (xc - kf * LN2_HI) - kf * LN2_LO;
-    // Cephes expf: e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln 2 / 2.
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let y = (p * (r * r) + r) + 1.0;
+    // Cephes expf: e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln 2 / 2, P evaluated
+    // by Estrin's scheme (a dependency chain of 3 multiply-adds instead of
+    // Horner's 6: the loops are latency-bound, not throughput-bound).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let p01 = 1.666_666_5e-1 * r + 0.5;
+    let p23 = 8.333_452e-3 * r + 4.166_579_6e-2;
+    let p45 = 1.987_569_1e-4_f32 * r + 1.398_199_9e-3;
+    let p = (p23 * r2 + p01) + p45 * r4;
+    let y = (p * r2 + r) + 1.0;
     // k ∈ [-150, 129]; 2^k = 2^k1·2^k2 with both factors normal.
     let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
     // (Wrapping: a NaN argument gives arbitrary bits here, and a NaN result.)
@@ -156,19 +160,22 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
     let r = (xc - kf * LN2_HI) - kf * LN2_LO;
     // e^r = 1 + r + r²·P(r), P the Taylor series to r^11/13!: on
     // |r| ≤ ln 2 / 2 the first omitted term is below 5e-18.
-    let p = 1.0 / 6_227_020_800.0_f64;
-    let p = p * r + 1.0 / 479_001_600.0;
-    let p = p * r + 1.0 / 39_916_800.0;
-    let p = p * r + 1.0 / 3_628_800.0;
-    let p = p * r + 1.0 / 362_880.0;
-    let p = p * r + 1.0 / 40_320.0;
-    let p = p * r + 1.0 / 5_040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let y = (p * (r * r) + r) + 1.0;
+    // Evaluated by Estrin's scheme: a dependency chain of 4 multiply-adds
+    // instead of Horner's 12 (the loops are latency-bound).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let r8 = r4 * r4;
+    let p01 = (1.0 / 6.0) * r + 0.5;
+    let p23 = (1.0 / 120.0) * r + 1.0 / 24.0;
+    let p45 = (1.0 / 5_040.0) * r + 1.0 / 720.0;
+    let p67 = (1.0 / 362_880.0) * r + 1.0 / 40_320.0;
+    let p89 = (1.0 / 39_916_800.0) * r + 1.0 / 3_628_800.0;
+    let p1011 = (1.0 / 6_227_020_800.0_f64) * r + 1.0 / 479_001_600.0;
+    let p03 = p23 * r2 + p01;
+    let p47 = p67 * r2 + p45;
+    let p811 = p1011 * r2 + p89;
+    let p = (p47 * r4 + p03) + p811 * r8;
+    let y = (p * r2 + r) + 1.0;
     // k ∈ [-1077, 1025]; 2^k = 2^k1·2^k2 with both factors normal. The
     // halving shift is done on a positive offset (logical shift).
     let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);

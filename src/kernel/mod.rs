@@ -235,8 +235,8 @@ pub(crate) fn chunked_sum<A: Float, const K: usize>(
 }
 
 /// The slice-based sums of the fast paths. Each walks its slices in
-/// [`CHUNK`]-sized blocks and each block in groups of [`LANES`] elements
-/// taken with `chunks_exact`, so that the inner loop has no bounds checks
+/// [`CHUNK`]-sized blocks (the last one may be shorter) and each block in
+/// groups of [`LANES`] elements taken with `chunks_exact`, so that the inner loop has no bounds checks
 /// and its `LANES` independent lanes (the accumulators, the validity flags
 /// and, once inlined, the element function) vectorise. The validity flags
 /// are kept per lane and combined once per block. The slices should have
@@ -255,17 +255,20 @@ macro_rules! fused_sum {
             mut term: impl FnMut($(fused_sum!(@ty $x A)),+) -> ([A; K], $(fused_sum!(@ty $d A),)? bool),
         ) -> ([f64; K], bool) {
             let n = usize::MAX $(.min($x.len()))+ $(.min($g.len()))?;
-            let full = n - n % CHUNK;
-            // Each operand as (whole blocks, the rest).
-            $(let $x = $x[..n].split_at(full);)+
-            $(let $g = $g[..n].split_at_mut(full);)?
+            $(let $x = &$x[..n];)+
+            $(let $g = &mut $g[..n];)?
             let mut total = [0.0f64; K];
             let mut ok = true;
-            let blocks = fused_sum!(@zip chunks_exact, chunks_exact_mut, (CHUNK); $($x.0),+; $($g.0)?);
+            let blocks = fused_sum!(@zip chunks, chunks_mut, (CHUNK); $($x),+; $($g)?);
             for fused_sum!(@pat $($x),+; $($g)?) in blocks {
+                // Each operand of the block as (whole groups of LANES, the rest).
+                let len = usize::MAX $(.min($x.len()))+;
+                let whole = len - len % LANES;
+                $(let $x = $x.split_at(whole);)+
+                $(let $g = $g.split_at_mut(whole);)?
                 let mut lanes = [[A::zero(); LANES]; K];
                 let mut good = [true; LANES];
-                let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x),+; $($g)?);
+                let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x.0),+; $($g.0)?);
                 for fused_sum!(@pat $($x),+; $($g)?) in groups {
                     // Outputs go to a local array, stored after the lanes are
                     // computed: no store may alias a later lane's loads, so
@@ -281,24 +284,20 @@ macro_rules! fused_sum {
                     }
                     $($g.copy_from_slice(&outputs);)?
                 }
+                // The last elements of a block (fewer than LANES): one per lane.
+                let rest = fused_sum!(@zip iter, iter_mut, (); $($x.1),+; $($g.1)?);
+                for (k, fused_sum!(@pat $($x),+; $($g)?)) in rest.enumerate() {
+                    let (values, $($d,)? fine) = term($(*$x),+);
+                    $(*$g = $d;)?
+                    for (lane, v) in lanes.iter_mut().zip(values) {
+                        lane[k] += v;
+                    }
+                    good[k] &= fine;
+                }
                 for (t, lane) in total.iter_mut().zip(&lanes) {
                     *t += sum_lanes(lane);
                 }
                 ok &= good.iter().all(|&b| b);
-            }
-            // The last, partial block: one accumulator.
-            let mut lane = [A::zero(); K];
-            let rest = fused_sum!(@zip iter, iter_mut, (); $($x.1),+; $($g.1)?);
-            for fused_sum!(@pat $($x),+; $($g)?) in rest {
-                let (values, $($d,)? fine) = term($(*$x),+);
-                $(*$g = $d;)?
-                for (l, v) in lane.iter_mut().zip(values) {
-                    *l += v;
-                }
-                ok &= fine;
-            }
-            for (t, l) in total.iter_mut().zip(lane) {
-                *t += l.as_f64();
             }
             (total, ok)
         }
@@ -331,6 +330,11 @@ fused_sum! {
 fused_sum! {
     /// Sums `K` quantities `term(x, y, w)` over three slices.
     fn zip3_sum(x, y, w;) -> ()
+}
+
+fused_sum! {
+    /// Sums `K` quantities `term(x, y, w, v)` over four slices.
+    fn zip4_sum(x, y, w, v;) -> ()
 }
 
 fused_sum! {

@@ -15,7 +15,7 @@ use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::Logistic;
 use super::softmax::{self, Chain, Softmax};
-use super::{ChunkedSum, Domain, chunked_sum, common_slices, grad_matches};
+use super::{ChunkedSum, Domain, common_slices, grad_matches, zip_sum, zip_sum_write, zip3_sum};
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
 
@@ -43,14 +43,6 @@ impl Activation {
         Domain {
             probabilities: self == Activation::Identity,
             binary_target: false,
-        }
-    }
-
-    #[inline(always)]
-    fn apply<A: Float>(self, x: A) -> A {
-        match self {
-            Activation::Sigmoid => Logistic::sigmoid(x),
-            _ => x,
         }
     }
 }
@@ -164,6 +156,7 @@ impl Layout {
 }
 
 /// Sums `term(x, y)` over one group's elements.
+#[inline(always)]
 fn group_sums<A: Float, D: Dimension, const K: usize>(
     domain: Domain,
     input: &ArrayRef<A, D>,
@@ -171,7 +164,12 @@ fn group_sums<A: Float, D: Dimension, const K: usize>(
     term: &impl Fn(A, A) -> [A; K],
 ) -> ([f64; K], bool) {
     match common_slices([input, target]) {
-        Some([x, y]) => chunked_sum(x.len(), |i| (term(x[i], y[i]), domain.accepts(x[i], y[i]))),
+        Some([x, y]) => zip_sum(
+            x,
+            y,
+            #[inline(always)]
+            |x, y| (term(x, y), domain.accepts(x, y)),
+        ),
         None => {
             let mut acc = ChunkedSum::new();
             let mut ok = true;
@@ -182,6 +180,55 @@ fn group_sums<A: Float, D: Dimension, const K: usize>(
             (acc.finish(), ok)
         }
     }
+}
+
+/// The sums of `term(x, y)` (the activation already applied inside `term`)
+/// for each group of an element-wise activation, into `out`; returns
+/// whether every element was acceptable. Generic over `term`, so that each
+/// activation gets its own loop, with no per-element dispatch.
+fn elementwise_sums<A: Float, D: Dimension, const K: usize>(
+    layout: &Layout,
+    domain: Domain,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    term: &impl Fn(A, A) -> [A; K],
+    out: &mut [[f64; K]],
+) -> bool {
+    let mut ok = true;
+    if layout.groups.by_class() {
+        for (n, (xn, yn)) in input
+            .axis_chunks_iter(Axis(0), 1)
+            .zip(target.axis_chunks_iter(Axis(0), 1))
+            .enumerate()
+        {
+            for (c, (x, y)) in xn
+                .axis_chunks_iter(Axis(1), 1)
+                .zip(yn.axis_chunks_iter(Axis(1), 1))
+                .enumerate()
+            {
+                let (s, good) = group_sums(domain, &x, &y, term);
+                ok &= good;
+                if let Some(g) = layout.group(n, c) {
+                    add(&mut out[g], s);
+                }
+            }
+        }
+    } else if layout.groups.per_sample {
+        for (slot, (x, y)) in out.iter_mut().zip(
+            input
+                .axis_chunks_iter(Axis(0), 1)
+                .zip(target.axis_chunks_iter(Axis(0), 1)),
+        ) {
+            let (s, good) = group_sums(domain, &x, &y, term);
+            *slot = s;
+            ok &= good;
+        }
+    } else {
+        let (s, good) = group_sums(domain, input, target, term);
+        out[0] = s;
+        ok = good;
+    }
+    ok
 }
 
 fn add<const K: usize>(total: &mut [f64; K], part: [f64; K]) {
@@ -201,60 +248,34 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let activation = layout.activation;
     let domain = activation.domain();
     let mut out = vec![[0.0; K]; layout.count];
-    let mut ok = true;
-    if activation == Activation::Softmax {
+    let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
-        ok = softmax::walk(input, target, None, None, |b| {
+        softmax::walk(input, target, None, None, |b| {
             sm.compute(&b.x);
             let mut ok = true;
             for c in 0..b.classes {
                 let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
-                let (s, good) =
-                    chunked_sum(b.len, |j| (term(p[j], y[j]), domain.accepts(x[j], y[j])));
+                let (s, good) = zip3_sum(
+                    p,
+                    y,
+                    x,
+                    #[inline(always)]
+                    |p, y, x| (term(p, y), domain.accepts(x, y)),
+                );
                 ok &= good;
                 if let Some(g) = layout.group(b.n, c) {
                     add(&mut out[g], s);
                 }
             }
             ok
-        })?;
+        })?
+    } else if activation == Activation::Sigmoid {
+        let term = |x: A, y: A| term(Logistic::sigmoid(x), y);
+        elementwise_sums(layout, domain, input, target, &term, &mut out)
     } else {
-        let term = |x: A, y: A| term(activation.apply(x), y);
-        if layout.groups.by_class() {
-            for (n, (xn, yn)) in input
-                .axis_chunks_iter(Axis(0), 1)
-                .zip(target.axis_chunks_iter(Axis(0), 1))
-                .enumerate()
-            {
-                for (c, (x, y)) in xn
-                    .axis_chunks_iter(Axis(1), 1)
-                    .zip(yn.axis_chunks_iter(Axis(1), 1))
-                    .enumerate()
-                {
-                    let (s, good) = group_sums(domain, &x, &y, &term);
-                    ok &= good;
-                    if let Some(g) = layout.group(n, c) {
-                        add(&mut out[g], s);
-                    }
-                }
-            }
-        } else if layout.groups.per_sample {
-            for (slot, (x, y)) in out.iter_mut().zip(
-                input
-                    .axis_chunks_iter(Axis(0), 1)
-                    .zip(target.axis_chunks_iter(Axis(0), 1)),
-            ) {
-                let (s, good) = group_sums(domain, &x, &y, &term);
-                *slot = s;
-                ok &= good;
-            }
-        } else {
-            let (s, good) = group_sums(domain, input, target, &term);
-            out[0] = s;
-            ok = good;
-        }
-    }
+        elementwise_sums(layout, domain, input, target, &term, &mut out)
+    };
     if ok {
         Ok(out)
     } else {
@@ -268,6 +289,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
 }
 
 /// Writes one group's gradient `grad = f(x, y)`.
+#[inline(always)]
 fn group_grad<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
@@ -283,10 +305,17 @@ fn group_grad<A: Float, D: Dimension>(
     let mut ok = true;
     match (common_slices([input, target]), g_fast) {
         (Some([x, y]), Some(g)) => {
-            for ((g, &x), &y) in g.iter_mut().zip(x).zip(y) {
-                *g = f(x, y);
-                ok &= g.is_finite();
-            }
+            let ([], good) = zip_sum_write(
+                x,
+                y,
+                g,
+                #[inline(always)]
+                |x, y| {
+                    let d = f(x, y);
+                    ([], d, d.is_finite())
+                },
+            );
+            ok = good;
         }
         _ => Zip::from(grad)
             .and(input)
@@ -319,13 +348,6 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C>(
         });
     }
     let activation = layout.activation;
-    let chained = |x: A, y: A, c: &C| match activation {
-        Activation::Sigmoid => {
-            let l = Logistic::of(x);
-            dp(l.sigma, y, c) * (l.sigma * l.sigma_c)
-        }
-        _ => dp(x, y, c),
-    };
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
@@ -349,7 +371,36 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C>(
                 None => false,
             }
         })?
-    } else if layout.groups.by_class() {
+    } else if activation == Activation::Sigmoid {
+        let chained = |x: A, y: A, c: &C| {
+            let l = Logistic::of(x);
+            dp(l.sigma, y, c) * (l.sigma * l.sigma_c)
+        };
+        elementwise_grad(layout, input, target, grad, coefficients, &chained)
+    } else {
+        elementwise_grad(layout, input, target, grad, coefficients, &dp)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteResult {
+            what: "an element of the gradient",
+            value: f64::INFINITY,
+        })
+    }
+}
+
+/// Pass 2 for an element-wise activation: `grad = chained(x, y, &coefficients[group])`.
+/// Generic over `chained`, so that each activation gets its own loops.
+fn elementwise_grad<A: Float, D: Dimension, C>(
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    grad: &mut ArrayRef<A, D>,
+    coefficients: &[C],
+    chained: &impl Fn(A, A, &C) -> A,
+) -> bool {
+    if layout.groups.by_class() {
         let mut ok = true;
         for (n, ((xn, yn), mut gn)) in input
             .axis_chunks_iter(Axis(0), 1)
@@ -384,13 +435,5 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C>(
     } else {
         let k = &coefficients[0];
         group_grad(input, target, grad, &|x, y| chained(x, y, k))
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::NonFiniteResult {
-            what: "an element of the gradient",
-            value: f64::INFINITY,
-        })
     }
 }
