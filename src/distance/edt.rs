@@ -19,20 +19,17 @@ const LOCAL_STEPS: f64 = 4.0;
 /// Reusable buffers of the lower envelope, sized for the longest line.
 pub(crate) struct Envelope {
     /// Positions of the parabolas in the envelope.
-    v: Vec<usize>,
-    /// Left end of each parabola's interval, in index units.
-    z: Vec<f64>,
+    v: Vec<f64>,
     /// `f(v) + h²·v²` of each parabola.
     g: Vec<f64>,
-    /// `f(v)` of each parabola.
+    /// `f(v)` of each parabola; the copy of the line for the direct search.
     f: Vec<f64>,
 }
 
 impl Envelope {
     pub(crate) fn new(n: usize) -> Self {
         Envelope {
-            v: vec![0; n],
-            z: vec![0.0; n],
+            v: vec![0.0; n],
             g: vec![0.0; n],
             f: vec![0.0; n],
         }
@@ -47,25 +44,44 @@ impl Envelope {
     /// fewer mispredicted branches than the envelope; others the envelope.
     pub(crate) fn transform(&mut self, line: &mut [f64], h2: f64, sqrt: bool) {
         let budget = LOCAL_STEPS * line.len() as f64 * h2.sqrt();
-        // Four partial sums, so that the loop vectorises.
-        let mut sums = [0.0; 4];
-        let chunks = line.chunks_exact(4);
-        let tail: f64 = chunks.remainder().iter().map(|f| f.sqrt()).sum();
-        for c in chunks {
-            for (s, &f) in sums.iter_mut().zip(c) {
-                *s += f.sqrt();
+        // Σ √line[q], in chunks with four partial sums (so that the loop
+        // vectorises), stopping as soon as the budget is spent.
+        let mut total = 0.0;
+        let mut chunks = line.chunks_exact(64);
+        let mut local = true;
+        for chunk in chunks.by_ref() {
+            let mut sums = [0.0; 4];
+            for c in chunk.chunks_exact(4) {
+                for (s, &f) in sums.iter_mut().zip(c) {
+                    *s += f.sqrt();
+                }
+            }
+            total += sums.iter().sum::<f64>();
+            if total > budget {
+                local = false;
+                break;
             }
         }
-        if sums.iter().sum::<f64>() + tail <= budget {
-            self.local(line, h2, sqrt);
+        if local {
+            total += chunks.remainder().iter().map(|f| f.sqrt()).sum::<f64>();
+            local = total <= budget;
+        }
+        if local {
+            self.local(line, h2);
         } else {
-            self.envelope(line, h2, sqrt);
+            self.envelope(line, h2);
+        }
+        // One long loop for the roots rather than one per envelope segment.
+        if sqrt {
+            for x in line.iter_mut() {
+                *x = x.sqrt();
+            }
         }
     }
 
     /// The direct search: from each `q`, look at `q ± r` for growing `r`
     /// while `h²·r²` is below the best value found.
-    fn local(&mut self, line: &mut [f64], h2: f64, sqrt: bool) {
+    fn local(&mut self, line: &mut [f64], h2: f64) {
         let n = line.len();
         let f = &mut self.f[..n];
         f.copy_from_slice(line);
@@ -90,45 +106,50 @@ impl Envelope {
                 }
                 r += 1;
             }
-            *out = if sqrt { best.sqrt() } else { best };
+            *out = best;
         }
     }
 
-    /// The lower envelope of parabolas (Felzenszwalb & Huttenlocher).
-    fn envelope(&mut self, line: &mut [f64], h2: f64, sqrt: bool) {
+    /// The lower envelope of parabolas (Felzenszwalb & Huttenlocher),
+    /// without divisions while it is built: a parabola is popped when its
+    /// successor's intersection with it does not come after its own start,
+    /// compared by cross-multiplying the two fractions (positive
+    /// denominators). With unit spacing every quantity is an integer below
+    /// 2⁵³, so the comparisons are exact. The envelope is then written one
+    /// parabola's interval at a time, a loop without branches.
+    fn envelope(&mut self, line: &mut [f64], h2: f64) {
         let n = line.len();
-        let (v, z, g, f) = (
-            &mut self.v[..n],
-            &mut self.z[..n],
-            &mut self.g[..n],
-            &mut self.f[..n],
-        );
+        let (v, g, f) = (&mut self.v[..n], &mut self.g[..n], &mut self.f[..n]);
         let two_h2 = 2.0 * h2;
         let mut k = 0usize;
+        let (mut tv, mut tg) = (0.0, 0.0);
         for (q, &fq) in line.iter().enumerate() {
             if fq == f64::INFINITY {
                 continue;
             }
             // A parabola that its two neighbours cover on the whole line
-            // (second difference of f at q at least 2h²) never matters;
-            // dropping it early saves a division and a pop.
+            // (second difference of f at q at least 2h²) never matters.
             if q > 0 && q + 1 < n && 2.0 * fq - line[q - 1] - line[q + 1] >= two_h2 {
                 continue;
             }
             let qf = q as f64;
-            let gq = fq + h2 * qf * qf;
-            // Pop the parabolas that the one of q hides: those whose interval
-            // starts at or after the intersection with q's, compared without
-            // dividing (the denominator is positive).
-            while k > 0 && gq - g[k - 1] <= z[k - 1] * (two_h2 * (qf - v[k - 1] as f64)) {
-                k -= 1;
+            let gq = fq + h2 * (qf * qf);
+            // Pop while the intersection of q's parabola with the top one,
+            // (gq - g[k-1]) / (2h²·(q - v[k-1])), is at or before the top
+            // one's start (g[k-1] - g[k-2]) / (2h²·(v[k-1] - v[k-2])). The
+            // top is kept in locals: reading it back from the arrays right
+            // after storing it would stall store forwarding.
+            while k > 1 {
+                let (pv, pg) = (v[k - 2], g[k - 2]);
+                if (gq - tg) * (tv - pv) <= (tg - pg) * (qf - tv) {
+                    k -= 1;
+                    (tv, tg) = (pv, pg);
+                } else {
+                    break;
+                }
             }
-            z[k] = if k == 0 {
-                f64::NEG_INFINITY
-            } else {
-                (gq - g[k - 1]) / (two_h2 * (qf - v[k - 1] as f64))
-            };
-            v[k] = q;
+            (tv, tg) = (qf, gq);
+            v[k] = qf;
             g[k] = gq;
             f[k] = fq;
             k += 1;
@@ -136,15 +157,30 @@ impl Envelope {
         if k == 0 {
             return; // no site: the line is already +∞
         }
-        let mut j = 0usize;
-        for (q, out) in line.iter_mut().enumerate() {
-            let qf = q as f64;
-            while j + 1 < k && z[j + 1] < qf {
-                j += 1;
+        let mut start = 0usize;
+        for j in 0..k {
+            // Parabola j is the lowest from `start` up to the first q after
+            // its intersection with parabola j + 1.
+            let end = if j + 1 < k {
+                let z = (g[j + 1] - g[j]) / (two_h2 * (v[j + 1] - v[j]));
+                if z < 0.0 {
+                    0
+                } else {
+                    // z >= 0: truncation is the floor (and no libm call).
+                    (z as usize).saturating_add(1).min(n)
+                }
+            } else {
+                n
+            };
+            if end <= start {
+                continue;
             }
-            let d = qf - v[j] as f64;
-            let d2 = h2 * (d * d) + f[j];
-            *out = if sqrt { d2.sqrt() } else { d2 };
+            let (vj, fj) = (v[j], f[j]);
+            for (i, out) in line[start..end].iter_mut().enumerate() {
+                let d = (start + i) as f64 - vj;
+                *out = h2 * (d * d) + fj;
+            }
+            start = end;
         }
     }
 }
@@ -296,8 +332,8 @@ mod tests {
                 .collect();
             let mut env = Envelope::new(n);
             let (mut a, mut b) = (line.clone(), line.clone());
-            env.local(&mut a, h * h, false);
-            env.envelope(&mut b, h * h, false);
+            env.local(&mut a, h * h);
+            env.envelope(&mut b, h * h);
             for ((&x, &y), &e) in a.iter().zip(&b).zip(&expected) {
                 assert!((x - e).abs() <= 1e-12 * e.max(1.0), "local {x} vs {e}");
                 assert!((y - e).abs() <= 1e-12 * e.max(1.0), "envelope {y} vs {e}");

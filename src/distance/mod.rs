@@ -297,11 +297,20 @@ pub fn two_nearest<D: Dimension>(
             requirement: "must be >= 0 (+inf allowed)",
         });
     }
-    let mut pairs: Vec<nearest::Pair> = labels
-        .iter()
-        .map(|&l| nearest::Pair::from_label(l))
-        .collect();
-    nearest::two_nearest_in_place(&mut pairs, labels.shape(), &spacing, max_distance);
+    let mut pairs: Vec<nearest::Pair> = match labels.as_slice() {
+        Some(s) => s.iter().map(|&l| nearest::Pair::from_label(l)).collect(),
+        None => labels
+            .iter()
+            .map(|&l| nearest::Pair::from_label(l))
+            .collect(),
+    };
+    nearest::two_nearest_in_place(
+        &mut pairs,
+        labels.shape(),
+        &spacing,
+        max_distance,
+        nearest::Need::All,
+    );
     let mut d1 = Array::from_elem(labels.raw_dim(), 0.0);
     let mut d2 = Array::from_elem(labels.raw_dim(), 0.0);
     // Fresh arrays iterate in row-major order, as `pairs` is stored.

@@ -62,128 +62,307 @@ impl Pair {
     }
 }
 
+/// What the last pass must deliver of the second distance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Need {
+    /// `d2` exact wherever it is at most the cut-off.
+    All,
+    /// The border term of the weight map: `d2` only off the instances
+    /// unless `everywhere`.
+    Border {
+        /// Whether elements inside instances need `d2` too.
+        everywhere: bool,
+    },
+}
+
+/// Runs of at most this many elements take the direct search over their
+/// window for `d2` rather than an envelope.
+const DIRECT_RUN: usize = 6;
+
 /// Lower envelope of labelled parabolas `h²·(x - q)² + f`, with reusable
-/// buffers.
+/// buffers; built without divisions (see `edt.rs`).
 struct Envelope {
-    v: Vec<usize>,
-    z: Vec<f64>,
+    v: Vec<f64>,
     g: Vec<f64>,
     f: Vec<f64>,
     label: Vec<u32>,
     k: usize,
+    /// Position and `g` of the top entry (`k - 1`).
+    tv: f64,
+    tg: f64,
 }
 
 impl Envelope {
     fn new(n: usize) -> Self {
         Envelope {
-            v: vec![0; n],
-            z: vec![0.0; n],
+            v: vec![0.0; n],
             g: vec![0.0; n],
             f: vec![0.0; n],
             label: vec![0; n],
             k: 0,
+            tv: 0.0,
+            tg: 0.0,
         }
     }
 
     /// Adds the parabola of site `q` (pushed in increasing `q`, finite `fq`).
     #[inline(always)]
-    fn push(&mut self, q: usize, fq: f64, label: u32, two_h2: f64) {
+    fn push(&mut self, q: usize, fq: f64, label: u32, h2: f64) {
         let qf = q as f64;
-        let gq = fq + 0.5 * two_h2 * qf * qf;
+        let gq = fq + h2 * (qf * qf);
         let mut k = self.k;
-        // Pop the parabolas hidden by q's: compared without dividing (the
-        // denominator is positive).
-        while k > 0 && gq - self.g[k - 1] <= self.z[k - 1] * (two_h2 * (qf - self.v[k - 1] as f64))
-        {
-            k -= 1;
+        // The top entry is also kept in fields: loading it back from the
+        // arrays right after storing it (as one wide load of two entries)
+        // would stall store forwarding on every push.
+        let (mut tv, mut tg) = (self.tv, self.tg);
+        // Pop while q's intersection with the top parabola is at or before
+        // the top one's start (fractions cross-multiplied, positive
+        // denominators).
+        while k > 1 {
+            let (pv, pg) = (self.v[k - 2], self.g[k - 2]);
+            if (gq - tg) * (tv - pv) <= (tg - pg) * (qf - tv) {
+                k -= 1;
+                (tv, tg) = (pv, pg);
+            } else {
+                break;
+            }
         }
-        self.z[k] = if k == 0 {
-            f64::NEG_INFINITY
-        } else {
-            (gq - self.g[k - 1]) / (two_h2 * (qf - self.v[k - 1] as f64))
-        };
-        self.v[k] = q;
+        self.v[k] = qf;
         self.g[k] = gq;
         self.f[k] = fq;
         self.label[k] = label;
         self.k = k + 1;
+        (self.tv, self.tg) = (qf, gq);
+    }
+
+    /// Calls `each(x, value, label, site)` for every `x` in `a..b`, in
+    /// order, with the envelope's value at `x`, its label and position.
+    #[inline(always)]
+    fn fill(&self, a: usize, b: usize, h2: f64, mut each: impl FnMut(usize, f64, u32, f64)) {
+        let (v, g, f, label) = (&self.v, &self.g, &self.f, &self.label);
+        let two_h2 = 2.0 * h2;
+        let mut start = a;
+        for j in 0..self.k {
+            let end = if j + 1 < self.k {
+                let z = (g[j + 1] - g[j]) / (two_h2 * (v[j + 1] - v[j]));
+                if z < start as f64 {
+                    continue;
+                }
+                // z >= 0: truncation is the floor (and no libm call).
+                (z as usize).saturating_add(1).min(b)
+            } else {
+                b
+            };
+            let (vj, fj, lj) = (v[j], f[j], label[j]);
+            for x in start..end {
+                let d = x as f64 - vj;
+                each(x, h2 * (d * d) + fj, lj, vj);
+            }
+            start = end;
+            if start >= b {
+                break;
+            }
+        }
+    }
+}
+
+/// Buffers of one line pass, sized for the longest line.
+struct Scratch {
+    env: Envelope,
+    /// Position of the site that gives each element its `d1`.
+    site: Vec<f64>,
+    /// Largest `d2` each element needs (`-1`: none).
+    need: Vec<f64>,
+    /// The window's values and labels other than the run's label.
+    wv: Vec<f64>,
+    wl: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(n: usize) -> Self {
+        Scratch {
+            env: Envelope::new(n),
+            site: vec![0.0; n],
+            need: vec![0.0; n],
+            wv: vec![0.0; n],
+            wl: vec![0; n],
+        }
+    }
+}
+
+/// The best value of `p` whose label is not `label`.
+#[inline(always)]
+fn other(p: &Pair, label: u32) -> (f64, u32) {
+    if p.l1 != label {
+        (p.d1, p.l1)
+    } else {
+        (p.d2, p.l2)
     }
 }
 
 /// One pass along a line: `line` holds the pairs over the previous axes,
 /// `out` receives them over this axis too. `cut` is the squared cut-off,
-/// `w` the cut-off in steps along this axis.
-fn line_pass(line: &[Pair], out: &mut [Pair], h2: f64, cut: f64, w: usize, env: &mut Envelope) {
+/// `w` the cut-off in steps along this axis, `need` what `d2` must hold.
+///
+/// `d1` comes from one envelope over the best pair of every site. Then, on
+/// each run of consecutive elements sharing the nearest label `ℓ`, `d2` is
+/// the lowest of the parabolas of labels other than `ℓ`. Their sites lie
+/// within a window around the run: no farther than the cut-off, and no
+/// farther than a known upper bound of `d2` on the run (the sites nearest
+/// to the neighbouring runs, and each element's own other-label pair). Runs
+/// of nearby instances thus look at few sites, whatever the cut-off.
+fn line_pass(
+    line: &[Pair],
+    out: &mut [Pair],
+    h: f64,
+    cut: f64,
+    w: usize,
+    need: Need,
+    s: &mut Scratch,
+) {
     let n = line.len();
-    let two_h2 = 2.0 * h2;
+    let h2 = h * h;
+    let env = &mut s.env;
     env.k = 0;
     for (q, p) in line.iter().enumerate() {
         if p.d1 < f64::INFINITY {
-            env.push(q, p.d1, p.l1, two_h2);
+            // A parabola that its two neighbours cover on the whole line
+            // never is the lowest.
+            if q > 0 && q + 1 < n && 2.0 * p.d1 - line[q - 1].d1 - line[q + 1].d1 >= 2.0 * h2 {
+                continue;
+            }
+            env.push(q, p.d1, p.l1, h2);
         }
     }
     if env.k == 0 {
         out.fill(Pair::NONE);
         return;
     }
-    let mut j = 0;
-    for (q, o) in out.iter_mut().enumerate() {
-        let (d, l) = eval(env, q, &mut j, h2);
-        *o = Pair {
+    let site = &mut s.site[..n];
+    env.fill(0, n, h2, |x, d, l, v| {
+        out[x] = Pair {
             d1: d,
             d2: f64::INFINITY,
             l1: l,
             l2: 0,
         };
+        site[x] = v;
+    });
+    let limit = &mut s.need[..n];
+    match need {
+        Need::All => {
+            for (c, o) in limit.iter_mut().zip(out.iter()) {
+                *c = if o.d1 <= cut { cut } else { -1.0 };
+            }
+        }
+        Need::Border { everywhere } => {
+            // On the last pass d1 is final: 0 exactly inside the instances.
+            for (c, o) in limit.iter_mut().zip(out.iter()) {
+                *c = if o.d1 <= cut && (everywhere || o.d1 > 0.0) {
+                    cut
+                } else {
+                    -1.0
+                };
+            }
+        }
     }
+    // `seg_start..seg_end`: the maximal segment of equal nearest label
+    // around the current run.
+    let (mut seg_start, mut seg_end) = (0usize, 0usize);
     let mut a = 0;
     while a < n {
-        let label = out[a].l1;
-        if out[a].d1 > cut {
+        if limit[a] < 0.0 {
             a += 1;
             continue;
         }
+        let label = out[a].l1;
         let mut b = a + 1;
-        while b < n && out[b].l1 == label && out[b].d1 <= cut {
+        while b < n && out[b].l1 == label && limit[b] >= 0.0 {
             b += 1;
         }
-        let lo = a.saturating_sub(w);
-        let hi = b.saturating_add(w).min(n);
-        env.k = 0;
-        for (y, p) in line[lo..hi].iter().enumerate() {
-            let (d, l) = if p.l1 != label {
-                (p.d1, p.l1)
-            } else {
-                (p.d2, p.l2)
-            };
-            if d < f64::INFINITY {
-                env.push(lo + y, d, l, two_h2);
+        if a >= seg_end {
+            seg_start = a;
+            while seg_start > 0 && out[seg_start - 1].l1 == label {
+                seg_start -= 1;
+            }
+            seg_end = b;
+            while seg_end < n && out[seg_end].l1 == label {
+                seg_end += 1;
             }
         }
-        if env.k > 0 {
-            let mut j = 0;
-            for (x, o) in out[a..b].iter_mut().enumerate() {
-                let (d, l) = eval(env, a + x, &mut j, h2);
-                if d <= cut {
-                    o.d2 = d;
-                    o.l2 = l;
+        // The sites of the nearest elements outside the segment (whose
+        // label differs) bound d2 on the run.
+        let side = |e: Option<usize>| -> Option<(f64, f64)> {
+            let e = e?;
+            let o = out.get(e)?;
+            if o.l1 == label || o.l1 == 0 {
+                return None;
+            }
+            let y = site[e];
+            Some((y, line[y as usize].d1))
+        };
+        let left = side(seg_start.checked_sub(1));
+        let right = side(Some(seg_end));
+        let mut bound = 0.0f64;
+        for x in a..b {
+            let xf = x as f64;
+            let mut u = other(&line[x], label).0.min(limit[x]);
+            for (y, f) in [left, right].into_iter().flatten() {
+                let d = xf - y;
+                u = u.min(h2 * (d * d) + f);
+            }
+            bound = bound.max(u);
+        }
+        let r = if bound < f64::INFINITY {
+            ((bound.sqrt() / h) as usize).saturating_add(1).min(w)
+        } else {
+            w
+        };
+        let lo = a.saturating_sub(r);
+        let hi = b.saturating_add(r).min(n);
+        if b - a <= DIRECT_RUN {
+            let (wv, wl) = (&mut s.wv[..hi - lo], &mut s.wl[..hi - lo]);
+            for ((v, l), p) in wv.iter_mut().zip(wl.iter_mut()).zip(&line[lo..hi]) {
+                (*v, *l) = other(p, label);
+            }
+            for x in a..b {
+                let xf = x as f64;
+                let mut best = f64::INFINITY;
+                let mut best_label = 0;
+                for (y, (&v, &l)) in wv.iter().zip(wl.iter()).enumerate() {
+                    let d = xf - (lo + y) as f64;
+                    let c = h2 * (d * d) + v;
+                    if c < best {
+                        best = c;
+                        best_label = l;
+                    }
                 }
+                if best <= limit[x] {
+                    out[x].d2 = best;
+                    out[x].l2 = best_label;
+                }
+            }
+        } else {
+            env.k = 0;
+            // A site whose value alone exceeds the bound never gives a d2
+            // the run keeps.
+            for (y, p) in line[lo..hi].iter().enumerate() {
+                let (d, l) = other(p, label);
+                if d <= bound && d < f64::INFINITY {
+                    env.push(lo + y, d, l, h2);
+                }
+            }
+            if env.k > 0 {
+                env.fill(a, b, h2, |x, d, l, _| {
+                    if d <= limit[x] {
+                        out[x].d2 = d;
+                        out[x].l2 = l;
+                    }
+                });
             }
         }
         a = b;
     }
-}
-
-/// The envelope's value and label at `q`; `j` is a cursor for increasing `q`
-/// (start it at 0).
-#[inline]
-fn eval(env: &Envelope, q: usize, j: &mut usize, h2: f64) -> (f64, u32) {
-    let qf = q as f64;
-    while *j + 1 < env.k && env.z[*j + 1] < qf {
-        *j += 1;
-    }
-    let d = qf - env.v[*j] as f64;
-    (h2 * (d * d) + env.f[*j], env.label[*j])
 }
 
 /// The best two distinct-label pairs among those of `a` and `b`.
@@ -255,7 +434,7 @@ fn first_axis(data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
 
 /// The two-best sweep in place: on entry `data` holds [`Pair::from_label`]
 /// of each element (row-major, of `shape`); on exit, the two best squared
-/// distances. Second distances above `max_distance` may be `+∞` (then with
+/// distances (`d2` as `need` asks on the last pass). Second distances above `max_distance` may be `+∞` (then with
 /// label 0); every finite value is exact. `spacing` has one finite positive
 /// step per axis; `max_distance` is `>= 0` or `+∞`.
 pub(crate) fn two_nearest_in_place(
@@ -263,6 +442,7 @@ pub(crate) fn two_nearest_in_place(
     shape: &[usize],
     spacing: &[f64],
     max_distance: f64,
+    need: Need,
 ) {
     if shape.is_empty() || data.is_empty() {
         return;
@@ -274,8 +454,9 @@ pub(crate) fn two_nearest_in_place(
     let inner: usize = shape[1..].iter().product();
     first_axis(data, shape[0], inner, spacing[0] * spacing[0]);
     let longest = shape[1..].iter().copied().max().unwrap_or(0);
-    let mut env = Envelope::new(longest);
+    let mut scratch = Scratch::new(longest);
     let mut input = vec![Pair::NONE; longest];
+    let last = (1..shape.len()).rev().find(|&a| shape[a] > 1);
     for axis in 1..shape.len() {
         let n = shape[axis];
         if n <= 1 {
@@ -284,11 +465,118 @@ pub(crate) fn two_nearest_in_place(
         let h = spacing[axis];
         let steps = (reach / h).floor();
         let w = if steps < n as f64 { steps as usize } else { n };
-        let h2 = h * h;
+        let need = if Some(axis) == last { need } else { Need::All };
         let input = &mut input[..n];
         for_each_line(data, shape, axis, |line| {
             input.copy_from_slice(line);
-            line_pass(input, line, h2, cut, w, &mut env);
+            line_pass(input, line, h, cut, w, need, &mut scratch);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Need, Pair, Scratch, line_pass};
+    use proptest::prelude::*;
+
+    /// The two best distinct-label values of every `x` from `line`, by brute
+    /// force.
+    fn brute(line: &[Pair], h2: f64) -> Vec<(f64, f64)> {
+        (0..line.len())
+            .map(|x| {
+                let mut per: Vec<(u32, f64)> = Vec::new();
+                for (y, p) in line.iter().enumerate() {
+                    let d = (x as f64 - y as f64).powi(2) * h2;
+                    for (v, l) in [(p.d1, p.l1), (p.d2, p.l2)] {
+                        if l == 0 {
+                            continue;
+                        }
+                        match per.iter_mut().find(|(k, _)| *k == l) {
+                            Some(e) => e.1 = e.1.min(v + d),
+                            None => per.push((l, v + d)),
+                        }
+                    }
+                }
+                per.sort_by(|a, b| a.1.total_cmp(&b.1));
+                let at = |i: usize| per.get(i).map_or(f64::INFINITY, |e| e.1);
+                (at(0), at(1))
+            })
+            .collect()
+    }
+
+    /// Valid input pairs: distinct labels, `d1 <= d2`, `+∞` with label 0.
+    fn pairs() -> impl Strategy<Value = Vec<Pair>> {
+        let pair = (0u32..4, 0u32..4, 0.0f64..30.0, 0.0f64..30.0, 0u32..3).prop_map(
+            |(l1, l2, a, b, kind)| {
+                let (d1, d2) = if a <= b { (a, b) } else { (b, a) };
+                // Integral values half of the time, as with unit spacing.
+                let (d1, d2) = if kind == 0 {
+                    (d1, d2)
+                } else {
+                    (d1.floor(), d2.floor())
+                };
+                match (l1, l2) {
+                    (0, _) => Pair::NONE,
+                    (l1, l2) if l2 == 0 || l2 == l1 => Pair {
+                        d1,
+                        d2: f64::INFINITY,
+                        l1,
+                        l2: 0,
+                    },
+                    (l1, l2) => Pair { d1, d2, l1, l2 },
+                }
+            },
+        );
+        // Long lines of few labels make long runs (the envelope path),
+        // short ones the direct search.
+        prop::collection::vec(pair, 1..60)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Both `d2` paths (direct search on short runs, envelope on long
+        /// ones) and the windows bounded by neighbouring runs, against
+        /// brute force: unit and random spacing, with and without a cut-off,
+        /// and the weight map's last pass.
+        #[test]
+        fn line_pass_matches_brute_force(
+            line in pairs(),
+            unit in any::<bool>(),
+            h in 0.3f64..3.0,
+            max in prop_oneof![Just(f64::INFINITY), 0.5f64..8.0],
+            mode in 0u8..3,
+        ) {
+            let h = if unit { 1.0 } else { h };
+            let n = line.len();
+            let reach = max * (1.0 + 1e-9);
+            let cut = reach * reach;
+            let steps = (reach / h).floor();
+            let w = if steps < n as f64 { steps as usize } else { n };
+            let need = match mode {
+                0 => Need::All,
+                1 => Need::Border { everywhere: false },
+                _ => Need::Border { everywhere: true },
+            };
+            let mut out = vec![Pair::NONE; n];
+            line_pass(&line, &mut out, h, cut, w, need, &mut Scratch::new(n));
+            for (x, (o, (e1, e2))) in out.iter().zip(brute(&line, h * h)).enumerate() {
+                prop_assert!((o.d1 - e1).abs() <= 1e-12 * e1.max(1.0) || o.d1 == e1, "d1 at {x}: {} vs {e1}", o.d1);
+                let wanted = e2 < f64::INFINITY && e2 <= cut && (need != (Need::Border { everywhere: false }) || e1 > 0.0);
+                if o.d2 < f64::INFINITY {
+                    prop_assert!((o.d2 - e2).abs() <= 1e-12 * e2.max(1.0), "d2 at {x}: {} vs {e2}", o.d2);
+                    prop_assert!(o.l2 != o.l1 && o.l2 != 0);
+                } else {
+                    prop_assert!(!wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x} missing: {e2}");
+                }
+                if unit {
+                    // Integral inputs with unit spacing: exact.
+                    if line.iter().all(|p| p.d1.fract() == 0.0 && (p.d2.fract() == 0.0 || p.d2.is_infinite())) {
+                        prop_assert!(o.d1 == e1);
+                        prop_assert!(o.d2 == e2 || o.d2 == f64::INFINITY);
+                    }
+                }
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayRef, Dimension};
 
-use super::nearest::{Pair, two_nearest_in_place};
+use super::nearest::{Need, Pair, two_nearest_in_place};
 use super::{Connectivity, check_spacing, label_components};
 use crate::error::check_param;
 use crate::{Error, Float, Result};
@@ -258,13 +258,22 @@ impl UNetWeights {
     ) -> Result<Array<A, D>> {
         let spacing = self.check(labels.ndim())?;
         let n = labels.len();
+        // Row-major labels, borrowed when the array is in standard layout.
+        let copy: Vec<u32>;
+        let flat: &[u32] = match labels.as_slice() {
+            Some(s) => s,
+            None => {
+                copy = labels.iter().copied().collect();
+                &copy
+            }
+        };
         // Class sizes and whether two distinct instances exist, in one pass
         // unless the count is known and the weights need no sizes.
         let (mut foreground, mut two) = (0usize, count.map(|c| c >= 2));
         if two.is_none() || self.class_weights == ClassWeights::Balanced {
             let mut first = 0u32;
             let mut distinct = false;
-            for &l in labels.iter() {
+            for &l in flat {
                 if l != 0 {
                     foreground += 1;
                     if first == 0 {
@@ -314,22 +323,28 @@ impl UNetWeights {
         // The term is below 1e-6·w0 once d1 + d2 > σ·√(2·ln 10⁶), which
         // d2 > R implies.
         let reach = self.sigma * (2.0 * 1e6_f64.ln()).sqrt();
-        let mut pairs: Vec<Pair> = labels.iter().map(|&l| Pair::from_label(l)).collect();
-        two_nearest_in_place(&mut pairs, labels.shape(), &spacing, reach);
+        let mut pairs: Vec<Pair> = flat.iter().map(|&l| Pair::from_label(l)).collect();
+        let need = Need::Border {
+            everywhere: self.border_everywhere,
+        };
+        two_nearest_in_place(&mut pairs, labels.shape(), &spacing, reach, need);
         let scale = -1.0 / (2.0 * self.sigma * self.sigma);
         let (w0, everywhere) = (self.w0, self.border_everywhere);
-        let mut out = Array::from_elem(labels.raw_dim(), A::zero());
+        // The exponential only where the sweep kept a d2: elsewhere the
+        // border term is below 1e-6·w0 or does not apply.
+        let mut out = Array::from_elem(labels.raw_dim(), bg);
         // `out` is freshly allocated, so its iteration order is row-major
-        // like `pairs`.
-        for ((w, &l), p) in out.iter_mut().zip(labels.iter()).zip(&pairs) {
+        // like `flat` and `pairs` (and runs over a plain slice).
+        for ((w, &l), p) in out.iter_mut().zip(flat).zip(&pairs) {
             let wc = if l == 0 { wc_bg } else { wc_fg };
-            let border = if (everywhere || l == 0) && p.d2 < f64::INFINITY {
+            *w = if p.d2 < f64::INFINITY && (everywhere || l == 0) {
                 let s = p.d1.sqrt() + p.d2.sqrt();
-                w0 * (scale * s * s).exp()
+                A::from_f64(wc + w0 * (scale * s * s).exp())
+            } else if l == 0 {
+                bg
             } else {
-                0.0
+                fg
             };
-            *w = A::from_f64(wc + border);
         }
         Ok(out)
     }
