@@ -12,6 +12,10 @@
 //! * `floor/read3`, `floor/read3_write`: the same with a third input, the
 //!   floors of the pixel-weighted (shape-aware) loss with a given weight map.
 //!
+//! With the `rayon` feature, the group `parallel/f32/2^24` times BCE and
+//! Dice `loss_grad` on thread pools of 1 and 2 threads
+//! (`cargo bench --bench losses --features rayon -- parallel`).
+//!
 //! Run with `cargo bench --bench losses`; criterion reports the throughput in
 //! elements per second. The inputs are deterministic (a xorshift generator):
 //! logits uniform in [-8, 8], binary targets with ~30 % foreground,
@@ -320,8 +324,65 @@ fn losses(c: &mut Criterion) {
     }
 }
 
+/// The `rayon` feature's speed-up: BCE and Dice (logits) `loss_grad` at
+/// 2^24 `f32` elements on thread pools of 1 and 2 threads.
+#[cfg(feature = "rayon")]
+fn parallel(c: &mut Criterion) {
+    let (log2, shape, _) = SIZES[2];
+    let Data {
+        logits,
+        target,
+        mut grad,
+        ..
+    } = Data::<f32>::new(shape);
+    let mut group = c.benchmark_group(format!("parallel/f32/2^{log2}"));
+    group
+        .throughput(Throughput::Elements(1u64 << log2))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let bce = BinaryCrossEntropy::new();
+    let dice = DiceLoss::new();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        group.bench_function(format!("bce/loss_grad/{threads}"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    Loss::<f32>::loss_grad(
+                        &bce,
+                        black_box(&logits),
+                        black_box(&target),
+                        black_box(&mut grad),
+                    )
+                    .unwrap()
+                })
+            })
+        });
+        group.bench_function(format!("dice_logits/loss_grad/{threads}"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    Loss::<f32>::loss_grad(
+                        &dice,
+                        black_box(&logits),
+                        black_box(&target),
+                        black_box(&mut grad),
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     losses(&mut c);
+    #[cfg(feature = "rayon")]
+    parallel(&mut c);
     c.final_summary();
 }

@@ -221,76 +221,83 @@ impl CrossEntropy {
         let mut a = vec![A::zero(); classes * TILE];
         let mut a_sum = [A::zero(); TILE];
         let mut total = 0.0;
-        let ok = softmax::walk(input, target, weights, grad, |mut b| {
-            let len = b.len;
-            let mut ok = true;
-            if !probabilities {
-                sm.compute(&b.x);
-            }
-            let a_sum = &mut a_sum[..len];
-            a_sum.fill(A::zero());
-            for (c, &wc) in class_weights.iter().enumerate() {
-                let (x, y) = (b.x.class(c), b.y.class(c));
-                let ac = &mut a[c * TILE..][..len];
-                match &b.w {
-                    Some(w) => {
-                        for ((a, &y), &m) in ac.iter_mut().zip(y).zip(w.class(c)) {
-                            *a = wc * (keep * y + spread) * m;
-                            ok &= weight_ok(m);
+        let ok = softmax::walk(
+            input,
+            target,
+            weights,
+            grad,
+            #[inline(always)]
+            |mut b| {
+                let len = b.len;
+                let mut ok = true;
+                if !probabilities {
+                    sm.compute(&b.x);
+                }
+                let a_sum = &mut a_sum[..len];
+                a_sum.fill(A::zero());
+                for (c, &wc) in class_weights.iter().enumerate() {
+                    let (x, y) = (b.x.class(c), b.y.class(c));
+                    let ac = &mut a[c * TILE..][..len];
+                    match &b.w {
+                        Some(w) => {
+                            for ((a, &y), &m) in ac.iter_mut().zip(y).zip(w.class(c)) {
+                                *a = wc * (keep * y + spread) * m;
+                                ok &= weight_ok(m);
+                            }
+                        }
+                        None => {
+                            for (a, &y) in ac.iter_mut().zip(y) {
+                                *a = wc * (keep * y + spread);
+                            }
                         }
                     }
-                    None => {
-                        for (a, &y) in ac.iter_mut().zip(y) {
-                            *a = wc * (keep * y + spread);
-                        }
-                    }
-                }
-                let ac = &*ac;
-                let (s, good) = if probabilities {
-                    zip3_sum(
-                        ac,
-                        x,
-                        y,
-                        #[inline(always)]
-                        |a, x, y| ([-a * x.max(eps).fast_ln()], domain.accepts(x, y)),
-                    )
-                } else {
-                    zip4_sum(
-                        ac,
-                        sm.lse(len),
-                        x,
-                        y,
-                        #[inline(always)]
-                        |a, lse, x, y| ([a * (lse - x)], domain.accepts(x, y)),
-                    )
-                };
-                total += s[0];
-                ok &= good;
-                for (t, &v) in a_sum.iter_mut().zip(ac.iter()) {
-                    *t += v;
-                }
-            }
-            if let Some(g) = b.g.as_mut() {
-                for c in 0..classes {
-                    let ac = &a[c * TILE..][..len];
-                    let gc = g.class(c);
-                    if probabilities {
-                        for ((g, &a), &x) in gc.iter_mut().zip(ac).zip(b.x.class(c)) {
-                            *g = if x >= eps { -scale * a / x } else { A::zero() };
-                            ok &= g.is_finite();
-                        }
+                    let ac = &*ac;
+                    let (s, good) = if probabilities {
+                        zip3_sum(
+                            ac,
+                            x,
+                            y,
+                            #[inline(always)]
+                            |a, x, y| ([-a * x.max(eps).fast_ln()], domain.accepts(x, y)),
+                        )
                     } else {
-                        for (((g, &a), &p), &t) in
-                            gc.iter_mut().zip(ac).zip(sm.p(c, len)).zip(a_sum.iter())
-                        {
-                            *g = scale * (p * t - a);
-                            ok &= g.is_finite();
+                        zip4_sum(
+                            ac,
+                            sm.lse(len),
+                            x,
+                            y,
+                            #[inline(always)]
+                            |a, lse, x, y| ([a * (lse - x)], domain.accepts(x, y)),
+                        )
+                    };
+                    total += s[0];
+                    ok &= good;
+                    for (t, &v) in a_sum.iter_mut().zip(ac.iter()) {
+                        *t += v;
+                    }
+                }
+                if let Some(g) = b.g.as_mut() {
+                    for c in 0..classes {
+                        let ac = &a[c * TILE..][..len];
+                        let gc = g.class(c);
+                        if probabilities {
+                            for ((g, &a), &x) in gc.iter_mut().zip(ac).zip(b.x.class(c)) {
+                                *g = if x >= eps { -scale * a / x } else { A::zero() };
+                                ok &= g.is_finite();
+                            }
+                        } else {
+                            for (((g, &a), &p), &t) in
+                                gc.iter_mut().zip(ac).zip(sm.p(c, len)).zip(a_sum.iter())
+                            {
+                                *g = scale * (p * t - a);
+                                ok &= g.is_finite();
+                            }
                         }
                     }
                 }
-            }
-            ok
-        })?;
+                ok
+            },
+        )?;
         if !ok {
             return Err(domain.diagnose(input, target, weights).unwrap_or(
                 Error::NonFiniteResult {

@@ -225,35 +225,42 @@ impl FocalLoss {
         let mut sm = Softmax::<A>::new(classes);
         let mut chain = Chain::<A>::new(classes);
         let mut total = 0.0;
-        let ok = softmax::walk(input, target, None, grad, |mut b| {
-            let len = b.len;
-            sm.compute(&b.x);
-            let lse = sm.lse(len);
-            let mut ok = true;
-            for c in 0..b.classes {
-                let a = weight(c);
-                let (x, y, p) = (b.x.class(c), b.y.class(c), sm.p(c, len));
-                let (s, good) = chunked_sum(len, |j| {
-                    let log_p = x[j] - lse[j];
-                    let f = exponent.pow(one - p[j]);
-                    ([-a * f * y[j] * log_p], domain.accepts(x[j], y[j]))
-                });
-                total += s[0];
-                ok &= good;
-                if b.g.is_some() {
-                    for (j, g) in chain.dp_mut(c, len).iter_mut().enumerate() {
+        let ok = softmax::walk(
+            input,
+            target,
+            None,
+            grad,
+            #[inline(always)]
+            |mut b| {
+                let len = b.len;
+                sm.compute(&b.x);
+                let lse = sm.lse(len);
+                let mut ok = true;
+                for c in 0..b.classes {
+                    let a = weight(c);
+                    let (x, y, p) = (b.x.class(c), b.y.class(c), sm.p(c, len));
+                    let (s, good) = chunked_sum(len, |j| {
                         let log_p = x[j] - lse[j];
-                        let q = one - p[j];
-                        let ratio = if q > A::zero() { -log_p / q } else { one };
-                        *g = -scale * a * y[j] * exponent.pow(q) * (one + gamma * p[j] * ratio);
+                        let f = exponent.pow(one - p[j]);
+                        ([-a * f * y[j] * log_p], domain.accepts(x[j], y[j]))
+                    });
+                    total += s[0];
+                    ok &= good;
+                    if b.g.is_some() {
+                        for (j, g) in chain.dp_mut(c, len).iter_mut().enumerate() {
+                            let log_p = x[j] - lse[j];
+                            let q = one - p[j];
+                            let ratio = if q > A::zero() { -log_p / q } else { one };
+                            *g = -scale * a * y[j] * exponent.pow(q) * (one + gamma * p[j] * ratio);
+                        }
                     }
                 }
-            }
-            if let Some(g) = b.g.as_mut() {
-                ok &= chain.write_scaled(&sm, len, g);
-            }
-            ok
-        })?;
+                if let Some(g) = b.g.as_mut() {
+                    ok &= chain.write_scaled(&sm, len, g);
+                }
+                ok
+            },
+        )?;
         if !ok {
             return Err(domain
                 .diagnose(input, target, None)

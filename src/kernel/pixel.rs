@@ -4,14 +4,14 @@
 use ndarray::{ArrayRef, Dimension, Zip};
 
 use super::{
-    ChunkedSum, Domain, common_slices, grad_matches, weight_ok, zip_sum, zip_sum_write, zip3_sum,
-    zip3_sum_write,
+    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, grad_matches, weight_ok,
+    zip_sum, zip_sum_write, zip3_sum, zip3_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
 
 /// A loss that is a sum of a per-element function of (input, target).
-pub(crate) trait Elementwise<A: Float> {
+pub(crate) trait Elementwise<A: Float>: Sync {
     /// What the input and target may hold.
     fn domain(&self) -> Domain;
     /// `ℓ(x, y)`.
@@ -96,11 +96,15 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     let domain = e.domain();
     let (total, ok) = match weights {
         None => match common_slices([input, target]) {
-            Some([x, y]) => with_form!(e, F => zip_sum(
-                x,
-                y,
+            Some(slices) => with_form!(e, F => blocked_sum(
+                slices,
                 #[inline(always)]
-                |x, y| ([e.value_in::<F>(x, y)], domain.accepts(x, y))
+                |[x, y]| zip_sum(
+                    x,
+                    y,
+                    #[inline(always)]
+                    |x, y| ([e.value_in::<F>(x, y)], domain.accepts(x, y))
+                )
             )),
             None => {
                 let mut acc = ChunkedSum::new();
@@ -113,12 +117,16 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
             }
         },
         Some(weights) => match common_slices([input, target, weights]) {
-            Some([x, y, w]) => with_form!(e, F => zip3_sum(
-                x,
-                y,
-                w,
+            Some(slices) => with_form!(e, F => blocked_sum(
+                slices,
                 #[inline(always)]
-                |x, y, w| ([w * e.value_in::<F>(x, y)], domain.accepts(x, y) & weight_ok(w))
+                |[x, y, w]| zip3_sum(
+                    x,
+                    y,
+                    w,
+                    #[inline(always)]
+                    |x, y, w| ([w * e.value_in::<F>(x, y)], domain.accepts(x, y) & weight_ok(w))
+                )
             )),
             None => {
                 let mut acc = ChunkedSum::new();
@@ -161,16 +169,21 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     };
     let (total, ok) = match weights {
         None => match (common_slices([input, target]), g_fast) {
-            (Some([x, y]), Some(g)) => with_form!(e, F => zip_sum_write(
-                x,
-                y,
+            (Some(slices), Some(g)) => with_form!(e, F => blocked_sum_write(
+                slices,
                 g,
                 #[inline(always)]
-                |x, y| {
-                    let (v, d) = e.value_grad_in::<F>(x, y);
-                    let d = scale * d;
-                    ([v], d, domain.accepts(x, y) & d.is_finite())
-                }
+                |[x, y], g| zip_sum_write(
+                    x,
+                    y,
+                    g,
+                    #[inline(always)]
+                    |x, y| {
+                        let (v, d) = e.value_grad_in::<F>(x, y);
+                        let d = scale * d;
+                        ([v], d, domain.accepts(x, y) & d.is_finite())
+                    }
+                )
             )),
             _ => {
                 let mut acc = ChunkedSum::new();
@@ -188,21 +201,26 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
             }
         },
         Some(weights) => match (common_slices([input, target, weights]), g_fast) {
-            (Some([x, y, w]), Some(g)) => with_form!(e, F => zip3_sum_write(
-                x,
-                y,
-                w,
+            (Some(slices), Some(g)) => with_form!(e, F => blocked_sum_write(
+                slices,
                 g,
                 #[inline(always)]
-                |x, y, w| {
-                    let (v, d) = e.value_grad_in::<F>(x, y);
-                    let d = scale * w * d;
-                    (
-                        [w * v],
-                        d,
-                        domain.accepts(x, y) & weight_ok(w) & d.is_finite(),
-                    )
-                }
+                |[x, y, w], g| zip3_sum_write(
+                    x,
+                    y,
+                    w,
+                    g,
+                    #[inline(always)]
+                    |x, y, w| {
+                        let (v, d) = e.value_grad_in::<F>(x, y);
+                        let d = scale * w * d;
+                        (
+                            [w * v],
+                            d,
+                            domain.accepts(x, y) & weight_ok(w) & d.is_finite(),
+                        )
+                    }
+                )
             )),
             _ => {
                 let mut acc = ChunkedSum::new();

@@ -15,7 +15,10 @@ use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::Logistic;
 use super::softmax::{self, Chain, Softmax};
-use super::{ChunkedSum, Domain, common_slices, grad_matches, zip_sum, zip_sum_write, zip3_sum};
+use super::{
+    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, grad_matches, zip_sum,
+    zip_sum_write, zip3_sum,
+};
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
 
@@ -161,14 +164,20 @@ fn group_sums<A: Float, D: Dimension, const K: usize>(
     domain: Domain,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    term: &impl Fn(A, A) -> [A; K],
+    term: &(impl Fn(A, A) -> [A; K] + Sync),
 ) -> ([f64; K], bool) {
     match common_slices([input, target]) {
-        Some([x, y]) => zip_sum(
-            x,
-            y,
+        Some(slices) => blocked_sum(
+            slices,
             #[inline(always)]
-            |x, y| (term(x, y), domain.accepts(x, y)),
+            |[x, y]| {
+                zip_sum(
+                    x,
+                    y,
+                    #[inline(always)]
+                    |x, y| (term(x, y), domain.accepts(x, y)),
+                )
+            },
         ),
         None => {
             let mut acc = ChunkedSum::new();
@@ -191,7 +200,7 @@ fn elementwise_sums<A: Float, D: Dimension, const K: usize>(
     domain: Domain,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    term: &impl Fn(A, A) -> [A; K],
+    term: &(impl Fn(A, A) -> [A; K] + Sync),
     out: &mut [[f64; K]],
 ) -> bool {
     let mut ok = true;
@@ -243,7 +252,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    term: impl Fn(A, A) -> [A; K],
+    term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Result<Vec<[f64; K]>> {
     let activation = layout.activation;
     let domain = activation.domain();
@@ -251,25 +260,32 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
-        softmax::walk(input, target, None, None, |b| {
-            sm.compute(&b.x);
-            let mut ok = true;
-            for c in 0..b.classes {
-                let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
-                let (s, good) = zip3_sum(
-                    p,
-                    y,
-                    x,
-                    #[inline(always)]
-                    |p, y, x| (term(p, y), domain.accepts(x, y)),
-                );
-                ok &= good;
-                if let Some(g) = layout.group(b.n, c) {
-                    add(&mut out[g], s);
+        softmax::walk(
+            input,
+            target,
+            None,
+            None,
+            #[inline(always)]
+            |b| {
+                sm.compute(&b.x);
+                let mut ok = true;
+                for c in 0..b.classes {
+                    let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
+                    let (s, good) = zip3_sum(
+                        p,
+                        y,
+                        x,
+                        #[inline(always)]
+                        |p, y, x| (term(p, y), domain.accepts(x, y)),
+                    );
+                    ok &= good;
+                    if let Some(g) = layout.group(b.n, c) {
+                        add(&mut out[g], s);
+                    }
                 }
-            }
-            ok
-        })?
+                ok
+            },
+        )?
     } else if activation == Activation::Sigmoid {
         let term = |x: A, y: A| term(Logistic::sigmoid(x), y);
         elementwise_sums(layout, domain, input, target, &term, &mut out)
@@ -294,7 +310,7 @@ fn group_grad<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
-    f: &impl Fn(A, A) -> A,
+    f: &(impl Fn(A, A) -> A + Sync),
 ) -> bool {
     let fast = grad_matches(grad, input);
     let g_fast = if fast {
@@ -304,15 +320,22 @@ fn group_grad<A: Float, D: Dimension>(
     };
     let mut ok = true;
     match (common_slices([input, target]), g_fast) {
-        (Some([x, y]), Some(g)) => {
-            let ([], good) = zip_sum_write(
-                x,
-                y,
+        (Some(slices), Some(g)) => {
+            let ([], good) = blocked_sum_write(
+                slices,
                 g,
                 #[inline(always)]
-                |x, y| {
-                    let d = f(x, y);
-                    ([], d, d.is_finite())
+                |[x, y], g| {
+                    zip_sum_write(
+                        x,
+                        y,
+                        g,
+                        #[inline(always)]
+                        |x, y| {
+                            let d = f(x, y);
+                            ([], d, d.is_finite())
+                        },
+                    )
                 },
             );
             ok = good;
@@ -331,13 +354,13 @@ fn group_grad<A: Float, D: Dimension>(
 /// Pass 2: writes `grad = ∂L/∂input` where `dp(p, y, &coefficients[group])`
 /// is `∂L/∂p` of an element of that group (0 for a class left out), chained
 /// through the activation. The elements were validated by [`sums`].
-pub(crate) fn write_grad<A: Float, D: Dimension, C>(
+pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficients: &[C],
-    dp: impl Fn(A, A, &C) -> A,
+    dp: impl Fn(A, A, &C) -> A + Sync,
 ) -> Result<()> {
     same_shape("grad", input, grad)?;
     if coefficients.len() != layout.count {
@@ -352,25 +375,33 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C>(
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
         let mut chain = Chain::new(classes);
-        softmax::walk(input, target, None, Some(grad), |mut b| {
-            sm.compute(&b.x);
-            for c in 0..b.classes {
-                let buffer = chain.dp_mut(c, b.len);
-                match layout.group(b.n, c).map(|g| &coefficients[g]) {
-                    Some(k) => {
-                        for ((d, &p), &y) in buffer.iter_mut().zip(sm.p(c, b.len)).zip(b.y.class(c))
-                        {
-                            *d = dp(p, y, k);
+        softmax::walk(
+            input,
+            target,
+            None,
+            Some(grad),
+            #[inline(always)]
+            |mut b| {
+                sm.compute(&b.x);
+                for c in 0..b.classes {
+                    let buffer = chain.dp_mut(c, b.len);
+                    match layout.group(b.n, c).map(|g| &coefficients[g]) {
+                        Some(k) => {
+                            for ((d, &p), &y) in
+                                buffer.iter_mut().zip(sm.p(c, b.len)).zip(b.y.class(c))
+                            {
+                                *d = dp(p, y, k);
+                            }
                         }
+                        None => buffer.fill(A::zero()),
                     }
-                    None => buffer.fill(A::zero()),
                 }
-            }
-            match b.g.as_mut() {
-                Some(g) => chain.write(&sm, b.len, g),
-                None => false,
-            }
-        })?
+                match b.g.as_mut() {
+                    Some(g) => chain.write(&sm, b.len, g),
+                    None => false,
+                }
+            },
+        )?
     } else if activation == Activation::Sigmoid {
         let chained = |x: A, y: A, c: &C| {
             let l = Logistic::of(x);
@@ -392,13 +423,13 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C>(
 
 /// Pass 2 for an element-wise activation: `grad = chained(x, y, &coefficients[group])`.
 /// Generic over `chained`, so that each activation gets its own loops.
-fn elementwise_grad<A: Float, D: Dimension, C>(
+fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficients: &[C],
-    chained: &impl Fn(A, A, &C) -> A,
+    chained: &(impl Fn(A, A, &C) -> A + Sync),
 ) -> bool {
     if layout.groups.by_class() {
         let mut ok = true;

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use ndarray::{ArrayRef, Dimension};
 
+use super::dispatch;
 use crate::{Error, Float, Result};
 
 /// Positions per tile. A tile of `C` classes and a few operands stays in L1.
@@ -95,7 +96,8 @@ fn standard<A: Float, D: Dimension>(a: &ArrayRef<A, D>) -> Cow<'_, [A]> {
 /// Walks `(N, C, ...)` operands (shapes already checked equal, at least two
 /// axes) tile by tile, calling `f` on every [`Block`]; returns whether every
 /// call returned `true`. When `grad` is given, `f` must write every element
-/// of the block's gradient tile.
+/// of the block's gradient tile. Each call goes through [`dispatch::run`]:
+/// `f` should be an `#[inline(always)]` closure.
 pub(crate) fn walk<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
@@ -126,7 +128,7 @@ pub(crate) fn walk<A: Float, D: Dimension>(
                     start,
                     len,
                 };
-                ok &= f(Block {
+                let block = Block {
                     n,
                     classes,
                     len,
@@ -139,7 +141,11 @@ pub(crate) fn walk<A: Float, D: Dimension>(
                         start,
                         len,
                     }),
-                });
+                };
+                ok &= dispatch::run(
+                    #[inline(always)]
+                    || f(block),
+                );
                 start += len;
             }
         }
@@ -185,6 +191,7 @@ impl<A: Float> Softmax<A> {
 
     /// Computes the softmax of the tile `x` (all classes at each position),
     /// shifted by the per-position maximum so that every `exp` is `≤ 1`.
+    #[inline(always)]
     pub(crate) fn compute(&mut self, x: &Planes<'_, A>) {
         let len = x.len;
         let max = &mut self.max[..len];
@@ -264,6 +271,7 @@ impl<A: Float> Chain<A> {
     /// Writes `∂L/∂z_k = p_k·(∂L/∂p_k - Σ_c p_c·∂L/∂p_c)` (the softmax's
     /// Jacobian applied to the `dp` buffer) into `g`; returns whether every
     /// value is finite.
+    #[inline(always)]
     pub(crate) fn write(
         &mut self,
         softmax: &Softmax<A>,
@@ -298,6 +306,7 @@ impl<A: Float> Chain<A> {
     /// As [`Chain::write`] when the buffer holds `g_c = p_c·∂L/∂p_c`
     /// (finite even where `p_c` underflows to 0):
     /// `∂L/∂z_k = g_k - p_k·Σ_c g_c`.
+    #[inline(always)]
     pub(crate) fn write_scaled(
         &mut self,
         softmax: &Softmax<A>,

@@ -1,0 +1,166 @@
+//! The kernels' execution paths give bit-identical results: the AVX2
+//! dispatch against the portable code, and (with the `rayon` feature) the
+//! parallel blocks against the serial ones and across thread counts.
+
+use ndarray::{Array4, ShapeBuilder};
+
+use crate::{
+    BinaryCrossEntropy, CrossEntropy, DiceLoss, Float, FocalLoss, Input, Loss, ShapeAwareLoss,
+    TverskyLoss,
+};
+
+/// More elements than `BLOCK` (2^16), not a multiple of it.
+const SHAPE: [usize; 4] = [2, 2, 131, 131];
+
+/// More elements than `PARALLEL_MIN` (2^18).
+#[cfg(feature = "rayon")]
+const LARGE: [usize; 4] = [2, 2, 263, 251];
+
+/// Deterministic inputs: logits in [-8, 8], probabilities in [0, 1], a
+/// binary target, weights in [1, 11] and a one-hot target over axis 1.
+fn data<A: Float>(shape: [usize; 4]) -> [Array4<A>; 5] {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut array =
+        |f: &dyn Fn(f64) -> f64| Array4::from_shape_simple_fn(shape, || A::from_f64(f(next())));
+    let logits = array(&|u| 16.0 * u - 8.0);
+    let probabilities = array(&|u| u);
+    let target = array(&|u| if u < 0.3 { 1.0 } else { 0.0 });
+    let weights = array(&|u| 1.0 + 10.0 * u);
+    let one_hot = Array4::from_shape_fn(shape, |(n, c, i, j)| {
+        A::from_f64(f64::from(u8::from((n + i * 7 + j * 13) % shape[1] == c)))
+    });
+    [logits, probabilities, target, weights, one_hot]
+}
+
+/// Every loss's value and gradient as bits, over inputs that take the
+/// slice paths, the blocked paths, the strided paths and the softmax tiles.
+fn results<A: Float>(shape: [usize; 4]) -> Vec<(String, u64, Vec<u64>)>
+where
+    BinaryCrossEntropy: Loss<A>,
+    DiceLoss: Loss<A>,
+    CrossEntropy: Loss<A>,
+    FocalLoss: Loss<A>,
+    TverskyLoss: Loss<A>,
+{
+    let [logits, probabilities, target, weights, one_hot] = data::<A>(shape);
+    let mut fortran = Array4::<A>::zeros(shape.f());
+    fortran.assign(&logits);
+    let mut out = Vec::new();
+    let mut record = |name: &str, value: A, grad: &Array4<A>| {
+        out.push((
+            name.to_string(),
+            value.as_f64().to_bits(),
+            grad.iter().map(|g| g.as_f64().to_bits()).collect(),
+        ));
+    };
+    let mut grad = Array4::<A>::zeros(shape);
+    macro_rules! both {
+        ($name:expr, $loss:expr, $x:expr, $y:expr) => {{
+            let loss = $loss;
+            let value = loss.loss($x, $y).unwrap();
+            record(concat!($name, "/loss"), value, &grad);
+            let value = loss.loss_grad($x, $y, &mut grad).unwrap();
+            record(concat!($name, "/loss_grad"), value, &grad);
+        }};
+    }
+    both!("bce", BinaryCrossEntropy::new(), &logits, &target);
+    both!("bce_strided", BinaryCrossEntropy::new(), &fortran, &target);
+    both!(
+        "wbce",
+        BinaryCrossEntropy::new().pos_weight(3.0),
+        &logits,
+        &target
+    );
+    both!(
+        "bce_prob",
+        BinaryCrossEntropy::new().input(Input::Probabilities),
+        &probabilities,
+        &target
+    );
+    both!("focal", FocalLoss::new(), &logits, &target);
+    both!("dice", DiceLoss::new(), &logits, &target);
+    both!(
+        "dice_prob",
+        DiceLoss::new().input(Input::Probabilities),
+        &probabilities,
+        &target
+    );
+    both!(
+        "dice_per_class",
+        DiceLoss::new().per_sample(true).per_class(true),
+        &logits,
+        &target
+    );
+    both!("tversky", TverskyLoss::new(), &logits, &target);
+    both!("ce", CrossEntropy::new(), &logits, &one_hot);
+    both!(
+        "focal_softmax",
+        FocalLoss::new().input(Input::SoftmaxLogits),
+        &logits,
+        &one_hot
+    );
+    both!(
+        "mdice",
+        DiceLoss::new().input(Input::SoftmaxLogits).per_class(true),
+        &logits,
+        &one_hot
+    );
+    let shape_aware = ShapeAwareLoss::new();
+    let value = shape_aware
+        .loss_with_weights(&logits, &target, &weights)
+        .unwrap();
+    record("shape_aware/loss", value, &grad);
+    let value = shape_aware
+        .loss_grad_with_weights(&logits, &target, &weights, &mut grad)
+        .unwrap();
+    record("shape_aware/loss_grad", value, &grad);
+    out
+}
+
+fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((name, va, ga), (_, vb, gb)) in a.iter().zip(b) {
+        assert_eq!(va, vb, "{name}: the values differ");
+        assert!(ga == gb, "{name}: the gradients differ");
+    }
+}
+
+/// The one test that switches the dispatch (a switch seen by every test
+/// thread; the paths agree, so no other test can fail by it). Meaningful in
+/// an optimised build (`cargo test --release`), where the loops vectorise.
+#[test]
+fn dispatched_and_portable_paths_are_bit_identical() {
+    let dispatched = (results::<f32>(SHAPE), results::<f64>(SHAPE));
+    super::dispatch::force_portable(true);
+    let portable = (results::<f32>(SHAPE), results::<f64>(SHAPE));
+    super::dispatch::force_portable(false);
+    assert_same(&dispatched.0, &portable.0);
+    assert_same(&dispatched.1, &portable.1);
+}
+
+#[cfg(feature = "rayon")]
+#[test]
+fn parallel_blocks_match_serial_for_any_thread_count() {
+    let in_pool = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| (results::<f32>(LARGE), results::<f64>(LARGE)))
+    };
+    let two = in_pool(2);
+    let one = in_pool(1);
+    super::force_serial(true);
+    let serial = (results::<f32>(LARGE), results::<f64>(LARGE));
+    super::force_serial(false);
+    for other in [&one, &serial] {
+        assert_same(&two.0, &other.0);
+        assert_same(&two.1, &other.1);
+    }
+}
