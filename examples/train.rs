@@ -28,12 +28,16 @@
 //! truth, weight map, every loss's prediction, and one panel of them all)
 //! under `target/examples-out/`.
 
+#[path = "support/heat_map.rs"]
+mod heat_map;
+
 use std::f64::consts::PI;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use heat_map::heat_map;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
 use ndarray::linalg::general_mat_mul;
@@ -1086,34 +1090,6 @@ fn hsv(hue: f64, saturation: f64, value: f64) -> Rgb<u8> {
     let m = value - c;
     let byte = |v: f64| ((v + m) * 255.0).round() as u8;
     Rgb([byte(r), byte(g), byte(b)])
-}
-
-/// A weight map from its minimum (black) to its maximum (pale yellow) through
-/// an inferno-like colour map.
-fn heat_map(values: &Array2<f32>) -> RgbImage {
-    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let span = (hi - lo).max(1e-12);
-    let (h, w) = values.dim();
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        inferno(f64::from((values[[y as usize, x as usize]] - lo) / span))
-    })
-}
-
-/// Five control points of matplotlib's "inferno", linearly interpolated.
-fn inferno(t: f64) -> Rgb<u8> {
-    const STOPS: [[f64; 3]; 5] = [
-        [0.0, 0.0, 4.0],
-        [87.0, 16.0, 110.0],
-        [188.0, 55.0, 84.0],
-        [249.0, 142.0, 9.0],
-        [252.0, 255.0, 164.0],
-    ];
-    let s = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
-    let i = (s.floor() as usize).min(STOPS.len() - 2);
-    let f = s - i as f64;
-    let mix = |c: usize| (STOPS[i][c] * (1.0 - f) + STOPS[i + 1][c] * f).round() as u8;
-    Rgb([mix(0), mix(1), mix(2)])
 }
 
 /// Tiles of one size in a grid of `columns`, each under a caption strip.

@@ -23,12 +23,16 @@
 //! that cannot be read or written is reported and skipped. The exit status
 //! is 0 when every file succeeded, 1 when any failed, and 2 on bad arguments.
 
+#[path = "support/heat_map.rs"]
+mod heat_map;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use image::{DynamicImage, Rgb, RgbImage};
+use heat_map::heat_map;
+use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -280,31 +284,3 @@ fn weight_map(image: &DynamicImage, weights: &UNetWeights) -> Result<Array2<f32>
 
 // ---------------------------------------------------------------------------
 // Preview
-
-/// The map from its minimum (black) to its maximum (pale yellow) through an
-/// inferno-like colour map.
-fn heat_map(map: &Array2<f32>) -> RgbImage {
-    let lo = map.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let span = (hi - lo).max(f32::MIN_POSITIVE);
-    let (h, w) = map.dim();
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        inferno(f64::from((map[[y as usize, x as usize]] - lo) / span))
-    })
-}
-
-/// Five control points of matplotlib's "inferno", linearly interpolated.
-fn inferno(t: f64) -> Rgb<u8> {
-    const STOPS: [[f64; 3]; 5] = [
-        [0.0, 0.0, 4.0],
-        [87.0, 16.0, 110.0],
-        [188.0, 55.0, 84.0],
-        [249.0, 142.0, 9.0],
-        [252.0, 255.0, 164.0],
-    ];
-    let s = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
-    let i = (s.floor() as usize).min(STOPS.len() - 2);
-    let f = s - i as f64;
-    let mix = |c: usize| (STOPS[i][c] * (1.0 - f) + STOPS[i + 1][c] * f).round() as u8;
-    Rgb([mix(0), mix(1), mix(2)])
-}
