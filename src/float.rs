@@ -66,6 +66,23 @@ pub(crate) mod sealed {
 ///
 /// Losses and weight maps are generic over it; parameters are stored as
 /// `f64` and converted once per call with [`Float::from_f64`].
+///
+/// ```
+/// use ndarray::Array1;
+/// use segloss::{Float, Loss, DiceLoss};
+///
+/// // Code generic over the element type, as the crate's own.
+/// fn dice_of<A: Float>(logits: &Array1<A>, target: &Array1<A>) -> segloss::Result<A> {
+///     DiceLoss::new().loss(logits, target)
+/// }
+/// let y = Array1::from(vec![1.0, 0.0, 1.0]);
+/// let x = Array1::from(vec![3.0, -2.0, 1.0]);
+/// let l64 = dice_of::<f64>(&x, &y)?;
+/// let l32 = dice_of::<f32>(&x.mapv(|v| v as f32), &y.mapv(|v| v as f32))?;
+/// assert!((f64::from(l32) - l64).abs() < 1e-6);
+/// assert_eq!(<f32 as Float>::from_f64(0.5), 0.5_f32);
+/// # Ok::<(), segloss::Error>(())
+/// ```
 pub trait Float:
     num_traits::Float
     + num_traits::FloatConst

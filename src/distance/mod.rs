@@ -48,6 +48,16 @@ pub use unet::{ClassWeights, UNetWeights};
 /// `Face` is SciPy's default structuring element for `ndimage.label` and
 /// scikit-image's `connectivity=1`; `Full` is scikit-image's default
 /// (`connectivity=ndim`) and the default of [`UNetWeights`].
+///
+/// ```
+/// use ndarray::array;
+/// use segloss::distance::{Connectivity, label_components};
+///
+/// // Two pixels touching at a corner.
+/// let mask = array![[true, false], [false, true]];
+/// assert_eq!(label_components(&mask, Connectivity::Face).1, 2);
+/// assert_eq!(label_components(&mask, Connectivity::Full).1, 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Connectivity {
     /// Neighbours differ by one step along exactly one axis.
