@@ -48,14 +48,7 @@ pub fn signed_distance<D: Dimension>(
     mask: &ArrayRef<bool, D>,
     spacing: Option<&[f64]>,
 ) -> Result<Array<f64, D>> {
-    check_spacing(spacing, mask.ndim())?;
-    if !mixed(mask) {
-        return Ok(Array::zeros(mask.raw_dim()));
-    }
-    let mut phi = distance_to(mask, spacing)?;
-    let inside = distance_to(&mask.mapv(|m| !m), spacing)?;
-    Zip::from(&mut phi).and(&inside).for_each(|p, &d| *p -= d);
-    Ok(phi)
+    outside_plus(mask, spacing, -1.0)
 }
 
 /// The distance of every element to the boundary of `mask`,
@@ -65,12 +58,25 @@ pub(crate) fn boundary_distance<D: Dimension>(
     mask: &ArrayRef<bool, D>,
     spacing: Option<&[f64]>,
 ) -> Result<Array<f64, D>> {
+    outside_plus(mask, spacing, 1.0)
+}
+
+/// `distance_to(mask) + sign·distance_to(!mask)`: the signed distance for
+/// `sign = -1`, the distance to the boundary for `sign = 1`; 0 everywhere
+/// when the mask is empty or full.
+fn outside_plus<D: Dimension>(
+    mask: &ArrayRef<bool, D>,
+    spacing: Option<&[f64]>,
+    sign: f64,
+) -> Result<Array<f64, D>> {
     check_spacing(spacing, mask.ndim())?;
     if !mixed(mask) {
         return Ok(Array::zeros(mask.raw_dim()));
     }
     let mut d = distance_to(mask, spacing)?;
     let inside = distance_to(&mask.mapv(|m| !m), spacing)?;
-    Zip::from(&mut d).and(&inside).for_each(|p, &v| *p += v);
+    Zip::from(&mut d)
+        .and(&inside)
+        .for_each(|p, &v| *p += sign * v);
     Ok(d)
 }

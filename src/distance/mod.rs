@@ -31,6 +31,8 @@ mod label;
 mod nearest;
 mod unet;
 
+use std::borrow::Cow;
+
 use ndarray::{Array, ArrayRef, Dimension};
 
 use crate::{Error, Result};
@@ -133,6 +135,15 @@ pub fn squared_distance_to<D: Dimension>(
     edt_array(mask, spacing, false)
 }
 
+/// The elements of `mask` in row-major order: borrowed when it is in
+/// standard layout, copied otherwise.
+fn row_major<D: Dimension>(mask: &ArrayRef<bool, D>) -> Cow<'_, [bool]> {
+    match mask.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(mask.iter().copied().collect()),
+    }
+}
+
 /// [`squared_distance_to`], or its square root when `sqrt`.
 fn edt_array<D: Dimension>(
     mask: &ArrayRef<bool, D>,
@@ -140,19 +151,12 @@ fn edt_array<D: Dimension>(
     sqrt: bool,
 ) -> Result<Array<f64, D>> {
     let spacing = check_spacing(spacing, mask.ndim())?;
-    let copy: Vec<bool>;
-    let bools = match mask.as_slice() {
-        Some(s) => s,
-        None => {
-            copy = mask.iter().copied().collect();
-            &copy
-        }
-    };
+    let bools = row_major(mask);
     let mut out = Array::zeros(mask.raw_dim());
     let shape = out.shape().to_vec();
     // A freshly allocated array is in standard layout: the slice exists.
     if let Some(data) = out.as_slice_mut() {
-        edt::edt(bools, data, &shape, &spacing, sqrt);
+        edt::edt(&bools, data, &shape, &spacing, sqrt);
     }
     Ok(out)
 }
@@ -233,18 +237,11 @@ pub fn label_components<D: Dimension>(
     mask: &ArrayRef<bool, D>,
     connectivity: Connectivity,
 ) -> (Array<u32, D>, usize) {
-    let copy: Vec<bool>;
-    let bools = match mask.as_slice() {
-        Some(s) => s,
-        None => {
-            copy = mask.iter().copied().collect();
-            &copy
-        }
-    };
+    let bools = row_major(mask);
     let mut out = Array::zeros(mask.raw_dim());
     let shape = out.shape().to_vec();
     let n = match out.as_slice_mut() {
-        Some(data) => label::label_in_place(bools, &shape, connectivity, data),
+        Some(data) => label::label_in_place(&bools, &shape, connectivity, data),
         None => 0,
     };
     (out, n)
