@@ -169,6 +169,24 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
         self.value_grad_in::<F>(x, y).0
     }
 
+    /// On logits, the `exp` is a stage of its own (see
+    /// [`Elementwise::staged`]).
+    #[inline(always)]
+    fn staged<const F: usize>(&self) -> bool {
+        F == LOGITS
+    }
+
+    #[inline(always)]
+    fn stage_in<const F: usize>(&self, x: A) -> A {
+        Logistic::stage(x)
+    }
+
+    #[inline(always)]
+    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A) -> (A, A) {
+        let l = Logistic::from_stage(x, s);
+        self.logits_value_grad(l, y)
+    }
+
     /// Branch-free in each form (the vectorisable `fast_*` functions and
     /// selects), so that the kernel's loops vectorise.
     #[inline(always)]
@@ -190,11 +208,20 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
             let grad = neg / (one - p) - pos / p;
             (value, if low | high { A::zero() } else { grad })
         } else {
-            let l = Logistic::of(x);
-            let value = pos * l.softplus_neg + neg * l.softplus_pos;
-            let grad = neg * l.sigma - pos * l.sigma_c;
-            (value, grad)
+            self.logits_value_grad(Logistic::of(x), y)
         }
+    }
+}
+
+impl<A: Float> BceElement<A> {
+    /// The logits form's `(ℓ, ∂ℓ/∂x)` from the logistic quantities of `x`.
+    #[inline(always)]
+    fn logits_value_grad(&self, l: Logistic<A>, y: A) -> (A, A) {
+        let pos = self.beta * y;
+        let neg = A::one() - y;
+        let value = pos * l.softplus_neg + neg * l.softplus_pos;
+        let grad = neg * l.sigma - pos * l.sigma_c;
+        (value, grad)
     }
 }
 

@@ -6,7 +6,7 @@ use ndarray::{ArrayRef, Dimension};
 use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
 use crate::kernel::softmax::{self, Softmax, TILE};
-use crate::kernel::{Domain, weight_ok, zip3_sum, zip4_sum};
+use crate::kernel::{Domain, all_accepted, all_finite, lanes_sum, weight_ok};
 use crate::loss::{check_class_weights, non_empty, param_as, same_shape};
 use crate::{Error, Float, Input, Loss, Reduction, Result};
 
@@ -220,12 +220,19 @@ impl CrossEntropy {
         let mut sm = Softmax::<A>::new(classes);
         let mut a = vec![A::zero(); classes * TILE];
         let mut a_sum = [A::zero(); TILE];
+        // Per-position partial losses of a tile, summed over its classes.
+        let mut partial = [A::zero(); TILE];
         let mut total = 0.0;
         let ok = softmax::walk(
             input,
             target,
             weights,
             grad,
+            // Every loop below is element-wise over a tile's run of
+            // positions, which the loop vectoriser handles; the reductions
+            // (over classes per position, then over the tile in `f64`) and
+            // the validation counts are written so that nothing folds a
+            // float or a `bool` across the positions of a run.
             #[inline(always)]
             |mut b| {
                 let len = b.len;
@@ -234,16 +241,20 @@ impl CrossEntropy {
                     sm.compute(&b.x);
                 }
                 let a_sum = &mut a_sum[..len];
+                let partial = &mut partial[..len];
                 a_sum.fill(A::zero());
+                partial.fill(A::zero());
                 for (c, &wc) in class_weights.iter().enumerate() {
                     let (x, y) = (b.x.class(c), b.y.class(c));
+                    ok &= all_accepted(x, |x| domain.accepts(x, A::zero()));
+                    ok &= all_accepted(y, |y| domain.accepts(A::zero(), y));
                     let ac = &mut a[c * TILE..][..len];
                     match &b.w {
                         Some(w) => {
                             for ((a, &y), &m) in ac.iter_mut().zip(y).zip(w.class(c)) {
                                 *a = wc * (keep * y + spread) * m;
-                                ok &= weight_ok(m);
                             }
+                            ok &= all_accepted(w.class(c), weight_ok);
                         }
                         None => {
                             for (a, &y) in ac.iter_mut().zip(y) {
@@ -252,30 +263,22 @@ impl CrossEntropy {
                         }
                     }
                     let ac = &*ac;
-                    let (s, good) = if probabilities {
-                        zip3_sum(
-                            ac,
-                            x,
-                            y,
-                            #[inline(always)]
-                            |a, x, y| ([-a * x.max(eps).fast_ln()], domain.accepts(x, y)),
-                        )
+                    if probabilities {
+                        for ((l, &a), &x) in partial.iter_mut().zip(ac).zip(x) {
+                            *l -= a * x.max(eps).fast_ln();
+                        }
                     } else {
-                        zip4_sum(
-                            ac,
-                            sm.lse(len),
-                            x,
-                            y,
-                            #[inline(always)]
-                            |a, lse, x, y| ([a * (lse - x)], domain.accepts(x, y)),
-                        )
-                    };
-                    total += s[0];
-                    ok &= good;
+                        for (((l, &a), &lse), &x) in
+                            partial.iter_mut().zip(ac).zip(sm.lse(len)).zip(x)
+                        {
+                            *l += a * (lse - x);
+                        }
+                    }
                     for (t, &v) in a_sum.iter_mut().zip(ac.iter()) {
                         *t += v;
                     }
                 }
+                total += lanes_sum(partial);
                 if let Some(g) = b.g.as_mut() {
                     for c in 0..classes {
                         let ac = &a[c * TILE..][..len];
@@ -283,16 +286,15 @@ impl CrossEntropy {
                         if probabilities {
                             for ((g, &a), &x) in gc.iter_mut().zip(ac).zip(b.x.class(c)) {
                                 *g = if x >= eps { -scale * a / x } else { A::zero() };
-                                ok &= g.is_finite();
                             }
                         } else {
                             for (((g, &a), &p), &t) in
                                 gc.iter_mut().zip(ac).zip(sm.p(c, len)).zip(a_sum.iter())
                             {
                                 *g = scale * (p * t - a);
-                                ok &= g.is_finite();
                             }
                         }
+                        ok &= all_finite(gc);
                     }
                 }
                 ok

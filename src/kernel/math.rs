@@ -33,7 +33,7 @@ use crate::Float;
 /// `if c { a } else { b }`, with both sides evaluated: compiles to a select
 /// (a blend in vector code), never to a branch.
 #[inline(always)]
-fn select<T>(c: bool, a: T, b: T) -> T {
+pub(crate) fn select<T>(c: bool, a: T, b: T) -> T {
     if c { a } else { b }
 }
 
@@ -280,11 +280,27 @@ pub(crate) struct Logistic<A> {
 impl<A: Float> Logistic<A> {
     #[inline(always)]
     pub(crate) fn of(x: A) -> Self {
+        Self::from_stage(x, Self::stage(x))
+    }
+
+    /// The first stage of [`Logistic::of`]: `e^-|x|`, in `[0, 1]` (nothing
+    /// overflows, and `ln(1 + e)` keeps full relative accuracy).
+    ///
+    /// It depends on `x` alone, so a kernel can compute it for a whole
+    /// chunk in a loop of its own before the rest: two short dependency
+    /// chains per element instead of one long one (the `exp`, then the
+    /// logarithm and the division), which lets the CPU overlap more
+    /// elements (see `pixel`).
+    #[inline(always)]
+    pub(crate) fn stage(x: A) -> A {
+        (-x.abs()).fast_exp()
+    }
+
+    /// [`Logistic::of`] from `e = Logistic::stage(x)`.
+    #[inline(always)]
+    pub(crate) fn from_stage(x: A, e: A) -> Self {
         let zero = A::zero();
         let one = A::one();
-        // e = e^-|x| is in [0, 1]: nothing overflows, and ln(1 + e) keeps
-        // full relative accuracy.
-        let e = (-x.abs()).fast_exp();
         let l = e.ln_1p_unit();
         let inv = one / (one + e);
         let big = inv; // σ(|x|)

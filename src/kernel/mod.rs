@@ -31,6 +31,7 @@ use ndarray::{ArrayRef, Dimension};
 
 use crate::error::unravel;
 use crate::{Error, Float};
+use math::select;
 
 /// Elements per partial sum in the element type.
 pub(crate) const CHUNK: usize = 512;
@@ -187,11 +188,18 @@ impl<A: Float, const K: usize> ChunkedSum<A, K> {
 /// Sums `LANES` accumulators pairwise into an `f64`.
 #[inline]
 pub(crate) fn sum_lanes<A: Float>(lanes: &[A; LANES]) -> f64 {
-    let mut half = [0.0f64; LANES / 2];
-    for (h, pair) in half.iter_mut().zip(lanes.chunks_exact(2)) {
-        *h = pair[0].as_f64() + pair[1].as_f64();
+    let mut level = [0.0f64; LANES];
+    for (l, &v) in level.iter_mut().zip(lanes) {
+        *l = v.as_f64();
     }
-    (half[0] + half[1]) + (half[2] + half[3])
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            level[i] = level[2 * i] + level[2 * i + 1];
+        }
+    }
+    level[0]
 }
 
 /// The domain checks shared by the losses: what `input` and `target` may hold.
@@ -206,12 +214,29 @@ pub(crate) struct Domain {
 impl Domain {
     /// Whether an (input, target) pair is acceptable, written without
     /// branches so that it folds into the kernels' loops.
+    ///
+    /// The parameters become loop-invariant thresholds of the element type,
+    /// so that every test is a compare in the lanes of the arithmetic: a
+    /// `bool` parameter combined with a lane mask would be packed to bytes
+    /// on every group of the vectorised loop. `x ∈ [-MAX, MAX]` is
+    /// finiteness; on `y ∈ [0, 1]`, `y - y² = 0` exactly when `y` is 0 or 1
+    /// (in `(0, 1)` the product `y·y` never rounds back to `y`).
     #[inline(always)]
     pub(crate) fn accepts<A: Float>(self, x: A, y: A) -> bool {
         let zero = A::zero();
         let one = A::one();
-        let x_ok = x.is_finite() & (!self.probabilities | ((x >= zero) & (x <= one)));
-        let y_ok = (y >= zero) & (y <= one) & (!self.binary_target | (y == zero) | (y == one));
+        let (x_lo, x_hi) = if self.probabilities {
+            (zero, one)
+        } else {
+            (-A::max_value(), A::max_value())
+        };
+        let spread = if self.binary_target {
+            zero
+        } else {
+            A::infinity()
+        };
+        let x_ok = (x >= x_lo) & (x <= x_hi);
+        let y_ok = (y >= zero) & (y <= one) & (y - y * y <= spread);
         x_ok & y_ok
     }
 
@@ -286,7 +311,56 @@ impl Domain {
 /// A weight is acceptable when finite and non-negative (branch-free).
 #[inline(always)]
 pub(crate) fn weight_ok<A: Float>(w: A) -> bool {
-    (w >= A::zero()) & (w < A::infinity())
+    (w >= A::zero()) & (w <= A::max_value())
+}
+
+/// Whether `v` is finite, as one float compare in the lanes of the
+/// arithmetic (the standard `is_finite` tests the bits as integers, which
+/// costs several more vector instructions per group in the hot loops).
+#[inline(always)]
+pub(crate) fn finite<A: Float>(v: A) -> bool {
+    v.abs() <= A::max_value()
+}
+
+/// Whether `accept` holds for every value, as a count of faults in
+/// [`LANES`] element-type lanes: a loop that folds a `bool` per element
+/// (`ok &= ...`) is not vectorised, this one is. For the short runs of the
+/// softmax tiles, checked after the values are written.
+#[inline(always)]
+pub(crate) fn all_accepted<A: Float>(values: &[A], accept: impl Fn(A) -> bool) -> bool {
+    let mut bad = [A::zero(); LANES];
+    let groups = values.chunks_exact(LANES);
+    let rest = groups.remainder();
+    for group in groups {
+        for (b, &v) in bad.iter_mut().zip(group) {
+            *b += select(accept(v), A::zero(), A::one());
+        }
+    }
+    rest.iter().all(|&v| accept(v)) & bad.iter().all(|&b| b == A::zero())
+}
+
+/// The sum of a short run (a softmax tile's per-position values) in `f64`:
+/// folded into [`LANES`] element-type lanes, which vectorises, then
+/// [`sum_lanes`].
+#[inline(always)]
+pub(crate) fn lanes_sum<A: Float>(values: &[A]) -> f64 {
+    let mut lanes = [A::zero(); LANES];
+    let groups = values.chunks_exact(LANES);
+    for (l, &v) in lanes.iter_mut().zip(groups.remainder()) {
+        *l = v;
+    }
+    for group in groups {
+        for (l, &v) in lanes.iter_mut().zip(group) {
+            *l += v;
+        }
+    }
+    sum_lanes(&lanes)
+}
+
+/// Whether every value is finite (see [`all_accepted`]).
+#[inline(always)]
+pub(crate) fn all_finite<A: Float>(values: &[A]) -> bool {
+    all_accepted(values, finite)
 }
 
 /// The operands as slices in one common memory order, when they all have
@@ -380,7 +454,10 @@ macro_rules! fused_sum {
                 $(let $x = $x.split_at(whole);)+
                 $(let $g = $g.split_at_mut(whole);)?
                 let mut lanes = [[A::zero(); LANES]; K];
-                let mut good = [true; LANES];
+                // Faults counted per lane in the element type: a compare
+                // mask then stays in the lane width of the arithmetic, where
+                // a `bool` per lane would be packed to bytes every group.
+                let mut bad = [A::zero(); LANES];
                 let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x.0),+; $($g.0)?);
                 for fused_sum!(@pat $($x),+; $($g)?) in groups {
                     // Outputs go to a local array, stored after the lanes are
@@ -389,7 +466,7 @@ macro_rules! fused_sum {
                     $(let mut outputs = [A::zero(); LANES]; let _ = stringify!($d);)?
                     for k in 0..LANES {
                         let (values, $($d,)? fine) = term($($x[k]),+);
-                        good[k] &= fine;
+                        bad[k] += select(fine, A::zero(), A::one());
                         $(outputs[k] = $d;)?
                         for (lane, v) in lanes.iter_mut().zip(values) {
                             lane[k] += v;
@@ -405,12 +482,12 @@ macro_rules! fused_sum {
                     for (lane, v) in lanes.iter_mut().zip(values) {
                         lane[k] += v;
                     }
-                    good[k] &= fine;
+                    bad[k] += select(fine, A::zero(), A::one());
                 }
                 for (t, lane) in total.iter_mut().zip(&lanes) {
                     *t += sum_lanes(lane);
                 }
-                ok &= good.iter().all(|&b| b);
+                ok &= bad.iter().all(|&b| b == A::zero());
             }
             (total, ok)
         }
@@ -460,4 +537,41 @@ fused_sum! {
     /// Sums `K` quantities of `term(x, y, w) = (values, d, valid)` over
     /// three slices and writes each `d` into `g`.
     fn zip3_sum_write(x, y, w; g) -> (d)
+}
+
+fused_sum! {
+    /// Sums `K` quantities of `term(x, y, w, v) = (values, d, valid)` over
+    /// four slices and writes each `d` into `g`.
+    fn zip4_sum_write(x, y, w, v; g) -> (d)
+}
+
+/// Sums `K` quantities over a block in [`CHUNK`]-sized pieces, where each
+/// piece `range` of the operands comes with the values `stage(x)` of its
+/// part of `x`, computed first in a loop of their own: `body(range, staged)`
+/// returns the piece's totals. The totals are added in piece order, as the
+/// fused sums add their chunks, so staging does not change any result.
+#[inline(always)]
+pub(crate) fn staged_sum<A: Float, const K: usize>(
+    x: &[A],
+    stage: impl Fn(A) -> A,
+    mut body: impl FnMut(std::ops::Range<usize>, &[A]) -> ([f64; K], bool),
+) -> ([f64; K], bool) {
+    let mut buffer = [A::zero(); CHUNK];
+    let mut total = [0.0f64; K];
+    let mut ok = true;
+    let mut start = 0;
+    while start < x.len() {
+        let end = (start + CHUNK).min(x.len());
+        let staged = &mut buffer[..end - start];
+        for (s, &x) in staged.iter_mut().zip(&x[start..end]) {
+            *s = stage(x);
+        }
+        let (sums, good) = body(start..end, staged);
+        for (t, s) in total.iter_mut().zip(sums) {
+            *t += s;
+        }
+        ok &= good;
+        start = end;
+    }
+    (total, ok)
 }

@@ -4,8 +4,9 @@
 use ndarray::{ArrayRef, Dimension, Zip};
 
 use super::{
-    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, grad_matches, weight_ok,
-    zip_sum, zip_sum_write, zip3_sum, zip3_sum_write,
+    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
+    staged_sum, weight_ok, zip_sum, zip_sum_write, zip3_sum, zip3_sum_write, zip4_sum,
+    zip4_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
@@ -40,6 +41,31 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     #[inline(always)]
     fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
         self.value_grad(x, y)
+    }
+
+    /// Whether form `F` splits off a first stage `s = stage_in(x)` that
+    /// depends on the input alone (the `exp` of the logistic losses). The
+    /// kernel then computes the stage for a chunk of elements in a loop of
+    /// its own and the rest in a second one, which shortens the dependency
+    /// chain per element that the CPU has to overlap (in-cache BCE on
+    /// logits: about a quarter faster).
+    #[inline(always)]
+    fn staged<const F: usize>(&self) -> bool {
+        false
+    }
+
+    /// The first stage of form `F` (only called when `staged::<F>()`).
+    #[inline(always)]
+    fn stage_in<const F: usize>(&self, x: A) -> A {
+        x
+    }
+
+    /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` from `s = stage_in(x)` (only called
+    /// when `staged::<F>()`).
+    #[inline(always)]
+    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A) -> (A, A) {
+        let _ = s;
+        self.value_grad_in::<F>(x, y)
     }
 }
 
@@ -96,16 +122,39 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     let domain = e.domain();
     let (total, ok) = match weights {
         None => match common_slices([input, target]) {
-            Some(slices) => with_form!(e, F => blocked_sum(
-                slices,
-                #[inline(always)]
-                |[x, y]| zip_sum(
-                    x,
-                    y,
+            Some(slices) => with_form!(e, F => if e.staged::<F>() {
+                blocked_sum(
+                    slices,
                     #[inline(always)]
-                    |x, y| ([e.value_in::<F>(x, y)], domain.accepts(x, y))
+                    |[x, y]| staged_sum(
+                        x,
+                        #[inline(always)]
+                        |x| e.stage_in::<F>(x),
+                        #[inline(always)]
+                        |r, s| zip3_sum(
+                            &x[r.clone()],
+                            &y[r],
+                            s,
+                            #[inline(always)]
+                            |x, y, s| (
+                                [e.value_grad_staged_in::<F>(x, y, s).0],
+                                domain.accepts(x, y)
+                            )
+                        )
+                    )
                 )
-            )),
+            } else {
+                blocked_sum(
+                    slices,
+                    #[inline(always)]
+                    |[x, y]| zip_sum(
+                        x,
+                        y,
+                        #[inline(always)]
+                        |x, y| ([e.value_in::<F>(x, y)], domain.accepts(x, y))
+                    )
+                )
+            }),
             None => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -117,17 +166,41 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
             }
         },
         Some(weights) => match common_slices([input, target, weights]) {
-            Some(slices) => with_form!(e, F => blocked_sum(
-                slices,
-                #[inline(always)]
-                |[x, y, w]| zip3_sum(
-                    x,
-                    y,
-                    w,
+            Some(slices) => with_form!(e, F => if e.staged::<F>() {
+                blocked_sum(
+                    slices,
                     #[inline(always)]
-                    |x, y, w| ([w * e.value_in::<F>(x, y)], domain.accepts(x, y) & weight_ok(w))
+                    |[x, y, w]| staged_sum(
+                        x,
+                        #[inline(always)]
+                        |x| e.stage_in::<F>(x),
+                        #[inline(always)]
+                        |r, s| zip4_sum(
+                            &x[r.clone()],
+                            &y[r.clone()],
+                            &w[r],
+                            s,
+                            #[inline(always)]
+                            |x, y, w, s| (
+                                [w * e.value_grad_staged_in::<F>(x, y, s).0],
+                                domain.accepts(x, y) & weight_ok(w)
+                            )
+                        )
+                    )
                 )
-            )),
+            } else {
+                blocked_sum(
+                    slices,
+                    #[inline(always)]
+                    |[x, y, w]| zip3_sum(
+                        x,
+                        y,
+                        w,
+                        #[inline(always)]
+                        |x, y, w| ([w * e.value_in::<F>(x, y)], domain.accepts(x, y) & weight_ok(w))
+                    )
+                )
+            }),
             None => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -169,22 +242,48 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     };
     let (total, ok) = match weights {
         None => match (common_slices([input, target]), g_fast) {
-            (Some(slices), Some(g)) => with_form!(e, F => blocked_sum_write(
-                slices,
-                g,
-                #[inline(always)]
-                |[x, y], g| zip_sum_write(
-                    x,
-                    y,
+            (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
+                blocked_sum_write(
+                    slices,
                     g,
                     #[inline(always)]
-                    |x, y| {
-                        let (v, d) = e.value_grad_in::<F>(x, y);
-                        let d = scale * d;
-                        ([v], d, domain.accepts(x, y) & d.is_finite())
-                    }
+                    |[x, y], g| staged_sum(
+                        x,
+                        #[inline(always)]
+                        |x| e.stage_in::<F>(x),
+                        #[inline(always)]
+                        |r, s| zip3_sum_write(
+                            &x[r.clone()],
+                            &y[r.clone()],
+                            s,
+                            &mut g[r],
+                            #[inline(always)]
+                            |x, y, s| {
+                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s);
+                                let d = scale * d;
+                                ([v], d, domain.accepts(x, y) & finite(d))
+                            }
+                        )
+                    )
                 )
-            )),
+            } else {
+                blocked_sum_write(
+                    slices,
+                    g,
+                    #[inline(always)]
+                    |[x, y], g| zip_sum_write(
+                        x,
+                        y,
+                        g,
+                        #[inline(always)]
+                        |x, y| {
+                            let (v, d) = e.value_grad_in::<F>(x, y);
+                            let d = scale * d;
+                            ([v], d, domain.accepts(x, y) & finite(d))
+                        }
+                    )
+                )
+            }),
             _ => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -195,33 +294,64 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         let (v, d) = e.value_grad(x, y);
                         *g = scale * d;
                         acc.add([v]);
-                        ok &= domain.accepts(x, y) & g.is_finite();
+                        ok &= domain.accepts(x, y) & finite(*g);
                     });
                 (acc.finish(), ok)
             }
         },
         Some(weights) => match (common_slices([input, target, weights]), g_fast) {
-            (Some(slices), Some(g)) => with_form!(e, F => blocked_sum_write(
-                slices,
-                g,
-                #[inline(always)]
-                |[x, y, w], g| zip3_sum_write(
-                    x,
-                    y,
-                    w,
+            (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
+                blocked_sum_write(
+                    slices,
                     g,
                     #[inline(always)]
-                    |x, y, w| {
-                        let (v, d) = e.value_grad_in::<F>(x, y);
-                        let d = scale * w * d;
-                        (
-                            [w * v],
-                            d,
-                            domain.accepts(x, y) & weight_ok(w) & d.is_finite(),
+                    |[x, y, w], g| staged_sum(
+                        x,
+                        #[inline(always)]
+                        |x| e.stage_in::<F>(x),
+                        #[inline(always)]
+                        |r, s| zip4_sum_write(
+                            &x[r.clone()],
+                            &y[r.clone()],
+                            &w[r.clone()],
+                            s,
+                            &mut g[r],
+                            #[inline(always)]
+                            |x, y, w, s| {
+                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s);
+                                let d = scale * w * d;
+                                (
+                                    [w * v],
+                                    d,
+                                    domain.accepts(x, y) & weight_ok(w) & finite(d),
+                                )
+                            }
                         )
-                    }
+                    )
                 )
-            )),
+            } else {
+                blocked_sum_write(
+                    slices,
+                    g,
+                    #[inline(always)]
+                    |[x, y, w], g| zip3_sum_write(
+                        x,
+                        y,
+                        w,
+                        g,
+                        #[inline(always)]
+                        |x, y, w| {
+                            let (v, d) = e.value_grad_in::<F>(x, y);
+                            let d = scale * w * d;
+                            (
+                                [w * v],
+                                d,
+                                domain.accepts(x, y) & weight_ok(w) & finite(d),
+                            )
+                        }
+                    )
+                )
+            }),
             _ => {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
@@ -233,7 +363,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         let (v, d) = e.value_grad(x, y);
                         *g = scale * w * d;
                         acc.add([w * v]);
-                        ok &= domain.accepts(x, y) & weight_ok(w) & g.is_finite();
+                        ok &= domain.accepts(x, y) & weight_ok(w) & finite(*g);
                     });
                 (acc.finish(), ok)
             }

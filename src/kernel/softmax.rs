@@ -15,11 +15,11 @@ use std::borrow::Cow;
 
 use ndarray::{ArrayRef, Dimension};
 
-use super::dispatch;
+use super::{all_finite, dispatch};
 use crate::{Error, Float, Result};
 
 /// Positions per tile. A tile of `C` classes and a few operands stays in L1.
-pub(crate) const TILE: usize = 128;
+pub(crate) const TILE: usize = 512;
 
 /// The `(N, C, S)` sizes of an `(N, C, ...)` shape: samples, classes and
 /// positions per sample.
@@ -297,8 +297,8 @@ impl<A: Float> Chain<A> {
                 .zip(dot.iter())
             {
                 *g = p * (v - d);
-                ok &= g.is_finite();
             }
+            ok &= all_finite(g.class(c));
         }
         ok
     }
@@ -331,8 +331,8 @@ impl<A: Float> Chain<A> {
                 .zip(total.iter())
             {
                 *g = v - p * t;
-                ok &= g.is_finite();
             }
+            ok &= all_finite(g.class(c));
         }
         ok
     }
