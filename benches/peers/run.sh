@@ -25,7 +25,7 @@ cargo bench --bench peers --no-run
 
 echo "== machine"
 grep -m1 'model name' /proc/cpuinfo || true
-echo "cores: $(nproc)"
+echo "cores: $(nproc --all)"
 rustc -V
 python3 -V
 echo "load before: $(uptime)"
