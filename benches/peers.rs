@@ -34,7 +34,9 @@
 //! `rayon` feature be on). Each case is called once untimed (warm-up, and the
 //! result kept for the checks), then timed until it has run at least
 //! [`MIN_REPS`] times and [`BUDGET`] seconds, at most [`MAX_REPS`] times;
-//! the median and the minimum wall-clock times are reported.
+//! the median and the minimum wall-clock times are reported, and the mean
+//! CPU time of the process per timed call (see `cpu_time`), which a busy
+//! machine inflates less.
 //!
 //! Without `--bench` among its arguments (as under `cargo test
 //! --all-targets`), it does nothing.
@@ -63,17 +65,39 @@ const MAX_REPS: usize = 50;
 /// The shape of the 2^24-element loss inputs, as in `benches/losses.rs`.
 const LOSS_SHAPE: [usize; 4] = [16, 1, 1024, 1024];
 
-/// Wall-clock times of one case, in seconds.
+/// Times of one case, in seconds.
 struct Timing {
+    /// The median wall-clock time.
     median: f64,
+    /// The shortest wall-clock time.
     min: f64,
+    /// The process's CPU time over all timed calls, divided by their number.
+    cpu_mean: Option<f64>,
     reps: usize,
 }
 
 impl Timing {
     fn json(&self) -> Value {
-        json!({ "median_s": self.median, "min_s": self.min, "reps": self.reps })
+        json!({
+            "median_s": self.median, "min_s": self.min, "cpu_mean_s": self.cpu_mean,
+            "reps": self.reps,
+        })
     }
+}
+
+/// The CPU time (user + system) of this process so far, from
+/// `/proc/self/stat` (Linux; `None` elsewhere), in seconds. Its unit is
+/// `USER_HZ`, 100 per second on Linux whatever the kernel's tick: a 10 ms
+/// resolution, fine over the [`BUDGET`] of a case. On a shared machine it
+/// leaves out the time the process waits for a core, which wall-clock
+/// times include.
+fn cpu_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields 14 and 15 (utime, stime), counted after the parenthesised name.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// Calls `f` once untimed, then times it (see the module doc); returns the
@@ -81,6 +105,7 @@ impl Timing {
 fn measure<T>(mut f: impl FnMut() -> T) -> (T, Timing) {
     let first = f();
     let mut times = Vec::new();
+    let cpu_start = cpu_time();
     let start = Instant::now();
     while times.len() < MAX_REPS
         && (times.len() < MIN_REPS || start.elapsed().as_secs_f64() < BUDGET)
@@ -89,8 +114,9 @@ fn measure<T>(mut f: impl FnMut() -> T) -> (T, Timing) {
         black_box(f());
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
     let n = times.len();
+    let cpu_mean = cpu_start.zip(cpu_time()).map(|(a, b)| (b - a) / n as f64);
+    times.sort_by(f64::total_cmp);
     let median = if n % 2 == 1 {
         times[n / 2]
     } else {
@@ -99,6 +125,7 @@ fn measure<T>(mut f: impl FnMut() -> T) -> (T, Timing) {
     let timing = Timing {
         median,
         min: times[0],
+        cpu_mean,
         reps: n,
     };
     (first, timing)

@@ -26,7 +26,8 @@ Peers, all on one thread:
 
 Timing: one untimed warm-up call, then at least `min_reps` calls and
 `budget_s` seconds, at most `max_reps` calls (the values segloss used, from
-`segloss.json`; the recipe: at least 3 calls); median and minimum wall-clock.
+`segloss.json`; the recipe: at least 3 calls); median and minimum wall-clock,
+and the process's CPU time over the timed calls divided by their number.
 """
 
 import argparse
@@ -50,6 +51,7 @@ def measure(f, min_reps, budget, max_reps):
     """Calls f once untimed, then times it; returns (first result, timing)."""
     first = f()
     times = []
+    cpu_start = time.process_time()
     start = time.perf_counter()
     while len(times) < max_reps and (
         len(times) < min_reps or time.perf_counter() - start < budget
@@ -57,9 +59,11 @@ def measure(f, min_reps, budget, max_reps):
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
+    cpu = time.process_time() - cpu_start
     return first, {
         "median_s": float(np.median(times)),
         "min_s": min(times),
+        "cpu_mean_s": cpu / len(times),
         "reps": len(times),
     }
 
@@ -208,7 +212,7 @@ class Peers:
         w0, sigma = c["w0"], c["sigma"]
         y = mask.astype(np.int64)
         wc = {0: 1.0, 1: 1.0}
-        reps = max(3, self.timing["min_reps"]) if self.timing["max_reps"] > 1 else 1
+        reps = 3 if self.timing["max_reps"] > 1 else 1
         w, labels, d2 = self.time(case, peer, lambda: unet_recipe(y, wc, w0, sigma), min_reps=reps)
         ours = self.load(c["weights"]).astype(np.float64)
         want = self.load(c["labels"])
@@ -334,20 +338,22 @@ def main():
 
     by_case = {c["case"]: c for c in report["cases"]}
     lines = [
-        "| case | segloss (median) | peer | peer (median) | peer / segloss (median) | (best of each) |",
-        "|---|---:|---|---:|---:|---:|",
+        "| case | segloss (median) | peer | peer (median) | peer / segloss: median | best | CPU |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for case, peer, timing, note in peers.results:
         c = by_case[case]
         ours = c["segloss"]["median_s"]
         n = c["elements"]
         if timing is None:
-            lines.append(f"| {case} | {fmt_time(ours, n)} | {peer} | skipped: {note} | | |")
+            lines.append(f"| {case} | {fmt_time(ours, n)} | {peer} | skipped: {note} | | | |")
         else:
             best = timing["min_s"] / c["segloss"]["min_s"]
+            our_cpu = c["segloss"].get("cpu_mean_s")
+            cpu = f"{timing['cpu_mean_s'] / our_cpu:.2f}" if our_cpu else "–"
             lines.append(
                 f"| {case} | {fmt_time(ours, n)} | {peer} | {fmt_time(timing['median_s'], n)} "
-                f"| {timing['median_s'] / ours:.2f} | {best:.2f} |"
+                f"| {timing['median_s'] / ours:.2f} | {best:.2f} | {cpu} |"
             )
     print()
     print("\n".join(lines))
