@@ -185,11 +185,11 @@ impl Envelope {
     }
 }
 
-/// The 1-D transform along axis 0 of the binary `mask`, into `data`: the
-/// distance in steps to the nearest site by a forward and a backward running
-/// count over whole rows (so the loops run along the contiguous trailing
-/// axes), written as `h²·steps²` (or `h·steps` when `sqrt`).
-fn first_axis(mask: &[bool], data: &mut [f64], n0: usize, inner: usize, h: f64, sqrt: bool) {
+/// The forward half of the 1-D transform along axis 0 of the binary `mask`,
+/// into `data`: `0` on the mask, else the count of steps since the last site
+/// above (`+∞` before the first). Whole rows at a time, so that the loops
+/// run along the contiguous trailing axes and vectorise.
+fn forward_counts(mask: &[bool], data: &mut [f64], n0: usize, inner: usize) {
     let mut prev: Option<&[f64]> = None;
     for (m, cur) in mask
         .chunks_exact(inner)
@@ -212,19 +212,22 @@ fn first_axis(mask: &[bool], data: &mut [f64], n0: usize, inner: usize, h: f64, 
         }
         prev = Some(cur);
     }
+}
+
+/// The backward half for one row `cur` of the forward counts: the count
+/// from below is carried in `carry`, and the row becomes `h²·steps²` (or
+/// `h·steps` when `sqrt`) with `steps` the nearer of the two.
+fn backward_row(cur: &mut [f64], carry: &mut [f64], h: f64, sqrt: bool) {
     let h2 = h * h;
-    let mut carry = vec![f64::INFINITY; inner];
-    for cur in data.chunks_exact_mut(inner).take(n0).rev() {
-        for (c, k) in cur.iter_mut().zip(carry.iter_mut()) {
-            let up = *k + 1.0;
-            let steps = if up < *c { up } else { *c };
-            *k = steps;
-            *c = if sqrt {
-                h * steps
-            } else {
-                h2 * (steps * steps)
-            };
-        }
+    for (c, k) in cur.iter_mut().zip(carry.iter_mut()) {
+        let up = *k + 1.0;
+        let steps = if up < *c { up } else { *c };
+        *k = steps;
+        *c = if sqrt {
+            h * steps
+        } else {
+            h2 * (steps * steps)
+        };
     }
 }
 
@@ -237,6 +240,19 @@ pub(crate) fn for_each_line<T: Copy + Default>(
     data: &mut [T],
     shape: &[usize],
     axis: usize,
+    f: impl FnMut(&mut [T]),
+) {
+    let mut buf = Vec::new();
+    lines_with(data, shape, axis, &mut buf, f);
+}
+
+/// [`for_each_line`] with the gather buffer supplied by the caller (grown
+/// as needed), so that a caller that walks many small arrays allocates once.
+fn lines_with<T: Copy + Default>(
+    data: &mut [T],
+    shape: &[usize],
+    axis: usize,
+    buf: &mut Vec<T>,
     mut f: impl FnMut(&mut [T]),
 ) {
     let n = shape[axis];
@@ -250,7 +266,9 @@ pub(crate) fn for_each_line<T: Copy + Default>(
         }
         return;
     }
-    let mut buf = vec![T::default(); BLOCK * n];
+    if buf.len() < BLOCK * n {
+        buf.resize(BLOCK * n, T::default());
+    }
     for slab in data.chunks_exact_mut(n * inner) {
         let mut c0 = 0;
         while c0 < inner {
@@ -276,6 +294,11 @@ pub(crate) fn for_each_line<T: Copy + Default>(
 /// The EDT of the row-major `mask` of `shape` into `data` (same length):
 /// squared distances, or distances when `sqrt`. `spacing` has one finite
 /// positive step per axis.
+///
+/// The forward count along axis 0 runs over the whole array first; then,
+/// row by row of axis 0 from the last, the backward count finishes the row
+/// and the other axes run on it at once, while it is still in cache (the
+/// lines of axes 1.. never leave one row of axis 0).
 pub(crate) fn edt(mask: &[bool], data: &mut [f64], shape: &[usize], spacing: &[f64], sqrt: bool) {
     if data.is_empty() || mask.len() != data.len() {
         return;
@@ -288,14 +311,22 @@ pub(crate) fn edt(mask: &[bool], data: &mut [f64], shape: &[usize], spacing: &[f
     // The last axis with a pass of its own takes the square root.
     let last = (1..shape.len()).rev().find(|&a| shape[a] > 1);
     let inner: usize = rest.iter().product();
-    first_axis(mask, data, n0, inner, spacing[0], sqrt && last.is_none());
+    forward_counts(mask, data, n0, inner);
     let longest = rest.iter().copied().max().unwrap_or(0);
     let mut env = Envelope::new(longest);
-    for axis in 1..shape.len() {
-        if shape[axis] > 1 {
-            let h2 = spacing[axis] * spacing[axis];
-            let root = sqrt && last == Some(axis);
-            for_each_line(data, shape, axis, |line| env.transform(line, h2, root));
+    let mut buf = Vec::new();
+    let mut carry = vec![f64::INFINITY; inner];
+    let root0 = sqrt && last.is_none();
+    for row in data.chunks_exact_mut(inner).take(n0).rev() {
+        backward_row(row, &mut carry, spacing[0], root0);
+        for axis in 1..shape.len() {
+            if shape[axis] > 1 {
+                let h2 = spacing[axis] * spacing[axis];
+                let root = sqrt && last == Some(axis);
+                lines_with(row, rest, axis - 1, &mut buf, |line| {
+                    env.transform(line, h2, root)
+                });
+            }
         }
     }
 }
