@@ -96,6 +96,9 @@ impl Envelope {
     fn window(&self, line: &mut [f64], h2: f64) -> bool {
         let n = line.len();
         let p = &self.padded[..n + 2 * PAD];
+        let src = &p[PAD..PAD + n];
+        // Steps of the scalar search past `PAD` left for this line.
+        let mut budget = n as f64;
         let mut q0 = 0;
         while q0 < n {
             // The last block overlaps the one before rather than run past the end.
@@ -107,12 +110,42 @@ impl Envelope {
             loop {
                 let rf = r as f64;
                 let step = h2 * (rf * rf);
-                let worst = acc.iter().fold(0.0, |m: f64, &a| if a > m { a } else { m });
-                if step >= worst {
+                // Whether any output may still improve, without a branch per
+                // lane (a compare and a mask test on vectors).
+                if !acc.iter().fold(false, |more, &a| more | (a > step)) {
                     break;
                 }
                 if r > PAD {
-                    return false;
+                    // The few outputs still above h²·r² look farther one at a
+                    // time, as long as the line's budget of steps (bounded
+                    // from the best values so far) allows; else the
+                    // envelope, whose cost does not grow with the distances.
+                    let need: f64 = acc
+                        .iter()
+                        .map(|&a| ((a / h2).sqrt() + 1.0 - rf).max(0.0))
+                        .sum();
+                    if need > budget {
+                        return false;
+                    }
+                    budget -= need;
+                    for (a, qa) in acc.iter_mut().zip(q..) {
+                        for s in r.. {
+                            let sf = s as f64;
+                            let step = h2 * (sf * sf);
+                            if step >= *a || (s > qa && qa + s >= n) {
+                                break;
+                            }
+                            if let Some(&x) = qa.checked_sub(s).and_then(|i| src.get(i)) {
+                                let x = x + step;
+                                *a = if x < *a { x } else { *a };
+                            }
+                            if let Some(&y) = src.get(qa + s) {
+                                let y = y + step;
+                                *a = if y < *a { y } else { *a };
+                            }
+                        }
+                    }
+                    break;
                 }
                 let (left, right) = (&p[c - r..c - r + LANES], &p[c + r..c + r + LANES]);
                 for ((a, &x), &y) in acc.iter_mut().zip(left).zip(right) {
@@ -136,8 +169,9 @@ impl Envelope {
     /// denominators). With unit spacing every quantity is an integer below
     /// 2⁵³, so the comparisons are exact. The envelope is then written one
     /// parabola's interval at a time, a loop without branches.
-    #[inline(always)]
+    ///
     /// Reads the line from `padded` (see [`Self::load`]) and writes `line`.
+    #[inline(always)]
     fn envelope(&mut self, line: &mut [f64], h2: f64) {
         let n = line.len();
         let (v, g, f) = (&mut self.v[..n], &mut self.g[..n], &mut self.f[..n]);
@@ -446,7 +480,30 @@ mod tests {
         }
     }
 
-    /// The windowed search gives up exactly when a block needs to look
+    /// Outputs whose nearest site is a little farther than [`PAD`] are
+    /// finished one at a time by the windowed search itself.
+    #[test]
+    fn window_looks_past_pad() {
+        let n = 16 * PAD;
+        let far = (PAD + PAD / 2) as f64;
+        let mut line = vec![far * far; n];
+        // One gap a little wider than 2·PAD between sites, then sites
+        // every PAD/2.
+        line[0] = 0.0;
+        for y in (2 * PAD + 6..n).step_by(PAD / 2) {
+            line[y] = 0.0;
+        }
+        let mut env = Envelope::new(n);
+        for h2 in [1.0, 0.49] {
+            let mut w = line.clone();
+            env.load(&line);
+            assert!(env.window(&mut w, h2));
+            check("window", &w, &brute(&line, h2), true);
+            assert!(w[PAD + 2] > (PAD * PAD) as f64 * h2);
+        }
+    }
+
+    /// The windowed search gives up when a block needs to look
     /// farther than [`PAD`], and then the envelope's result stands.
     #[test]
     fn window_gives_up_on_far_sites() {
