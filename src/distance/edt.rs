@@ -124,7 +124,10 @@ impl Envelope {
                         .iter()
                         .map(|&a| ((a / h2).sqrt() + 1.0 - rf).max(0.0))
                         .sum();
-                    if need > budget {
+                    // A block that needs more than `PAD` further steps per
+                    // output on average is far from every site: so is,
+                    // likely, the rest of the line.
+                    if need > budget || need > (LANES * PAD) as f64 {
                         return false;
                     }
                     budget -= need;
