@@ -500,6 +500,37 @@ mod tests {
         }
     }
 
+    /// The AVX2 and the baseline paths of `kernel::dispatch` give the same
+    /// bits (no FMA; minima and sums are exact operations on each lane).
+    #[test]
+    fn dispatch_paths_agree() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let shape = [40, 70, 90];
+        let mask: Vec<bool> = (0..shape.iter().product::<usize>())
+            .map(|_| next() % 500 == 0)
+            .collect();
+        let run = |portable: bool| {
+            crate::kernel::dispatch::force_portable(portable);
+            let mut out = vec![0.0; mask.len()];
+            super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
+            crate::kernel::dispatch::force_portable(false);
+            out
+        };
+        let (portable, dispatched) = (run(true), run(false));
+        assert!(
+            portable
+                .iter()
+                .zip(&dispatched)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
     /// Outputs whose nearest site is a little farther than [`PAD`] are
     /// finished one at a time by the windowed search itself.
     #[test]
