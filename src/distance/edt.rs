@@ -3,18 +3,33 @@
 //! The transform is separable: the squared distance to the nearest site is the
 //! minimum over sites of `Σ_a (h_a·(x_a - y_a))²`, so it is computed one axis
 //! at a time. Axis 0 starts from the binary mask, where the 1-D transform is a
-//! forward and a backward running count; that pass walks whole rows at once
-//! (it vectorises across the contiguous trailing axes). Every other axis runs
-//! the lower envelope of parabolas of Felzenszwalb and Huttenlocher (2012) on
-//! each line: in place on the contiguous last axis, and on blocks of lines
-//! gathered into a buffer for the strided middle axes, so that every read of
-//! the array touches whole cache lines.
+//! forward and a backward running count; both walk whole rows at once (they
+//! vectorise across the contiguous trailing axes). The lines of the other
+//! axes never leave one row of axis 0, so each row runs them as soon as the
+//! backward count has finished it, while it is still in cache: one row of a
+//! 2-D image, one 128² slab of a 128³ volume. Lines are handed over in place
+//! on the contiguous last axis, and gathered in blocks into a buffer on the
+//! strided middle axes, so that every read of the array touches whole cache
+//! lines.
+//!
+//! Each line takes the minimum `min_y h²·(q - y)² + f(y)` by a windowed
+//! search first: blocks of outputs look at `q ± r` for a common growing `r`,
+//! a loop without data-dependent branches that vectorises, and that costs
+//! about `√(result)/h` steps per output. Lines far from every site (results
+//! beyond a few dozen steps) take the lower envelope of parabolas of
+//! Felzenszwalb and Huttenlocher (2012) instead, linear in the length
+//! whatever the distances, but with about one mispredicted branch per
+//! element on random or cell masks.
 
 /// Lines of a strided axis gathered and transformed together.
 const BLOCK: usize = 16;
 
-/// Mean search steps per element under which a line takes the direct search.
-const LOCAL_STEPS: f64 = 4.0;
+/// Outputs of the windowed search computed together (one or two vectors).
+const LANES: usize = 8;
+
+/// The farthest the windowed search looks before it hands the line to the
+/// envelope; also the `+∞` padding on each side of its copy of the line.
+const PAD: usize = 32;
 
 /// Reusable buffers of the lower envelope, sized for the longest line.
 pub(crate) struct Envelope {
@@ -24,6 +39,8 @@ pub(crate) struct Envelope {
     g: Vec<f64>,
     /// `f(v)` of each parabola; the copy of the line for the direct search.
     f: Vec<f64>,
+    /// The line between [`PAD`] `+∞` on each side, for the windowed search.
+    padded: Vec<f64>,
 }
 
 impl Envelope {
@@ -32,82 +49,131 @@ impl Envelope {
             v: vec![0.0; n],
             g: vec![0.0; n],
             f: vec![0.0; n],
+            padded: vec![f64::INFINITY; n + 2 * PAD],
         }
     }
 
     /// Replaces `line[q]` by `min_y h²·(q - y)² + line[y]`, in place (by its
     /// square root when `sqrt`).
     ///
-    /// `+∞` entries are not sites; a line without sites stays `+∞`. Lines
-    /// whose entries are small (a dense mask) take a direct search around
-    /// each element, which costs about `Σ √(line[q])/h` steps and has far
-    /// fewer mispredicted branches than the envelope; others the envelope.
+    /// `+∞` entries are not sites; a line without sites stays `+∞`. The
+    /// windowed search runs first: it costs about `√(result)/h` steps per
+    /// element, but without the envelope's data-dependent branches (one
+    /// mispredicted branch per element or more on random or cell masks), so
+    /// it wins wherever the results are small. A line with a result beyond
+    /// [`PAD`] steps takes the envelope, whose cost does not grow with the
+    /// distances. Both give the exact minimum of the candidates with unit
+    /// spacing; with other spacings the envelope may pick, between two
+    /// candidates within an ulp of each other, the larger one.
     pub(crate) fn transform(&mut self, line: &mut [f64], h2: f64, sqrt: bool) {
-        let budget = LOCAL_STEPS * line.len() as f64 * h2.sqrt();
-        // Σ √line[q], in chunks with four partial sums (so that the loop
-        // vectorises), stopping as soon as the budget is spent.
-        let mut total = 0.0;
-        let mut chunks = line.chunks_exact(64);
-        let mut local = true;
-        for chunk in chunks.by_ref() {
-            let mut sums = [0.0; 4];
-            for c in chunk.chunks_exact(4) {
-                for (s, &f) in sums.iter_mut().zip(c) {
-                    *s += f.sqrt();
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || {
+                self.load(line);
+                if line.len() < LANES || !self.window(line, h2) {
+                    self.envelope(line, h2);
                 }
-            }
-            total += sums.iter().sum::<f64>();
-            if total > budget {
-                local = false;
-                break;
-            }
-        }
-        if local {
-            total += chunks.remainder().iter().map(|f| f.sqrt()).sum::<f64>();
-            local = total <= budget;
-        }
-        if local {
-            self.local(line, h2);
-        } else {
-            self.envelope(line, h2);
-        }
-        // One long loop for the roots rather than one per envelope segment.
-        if sqrt {
-            for x in line.iter_mut() {
-                *x = x.sqrt();
-            }
-        }
+                // One long loop for the roots rather than one per envelope segment.
+                if sqrt {
+                    for x in line.iter_mut() {
+                        *x = x.sqrt();
+                    }
+                }
+            },
+        );
     }
 
-    /// The direct search: from each `q`, look at `q ± r` for growing `r`
-    /// while `h²·r²` is below the best value found.
-    fn local(&mut self, line: &mut [f64], h2: f64) {
+    /// Copies `line` into `padded`, the input of both searches, so that
+    /// they can write their output over `line` as they go.
+    #[inline(always)]
+    fn load(&mut self, line: &[f64]) {
         let n = line.len();
-        let f = &mut self.f[..n];
-        f.copy_from_slice(line);
-        for (q, out) in line.iter_mut().enumerate() {
-            let mut best = f[q];
+        let p = &mut self.padded[..n + 2 * PAD];
+        p[PAD..PAD + n].copy_from_slice(line);
+        // A longer line before may have left its values where this one's
+        // right padding is.
+        p[PAD + n..].fill(f64::INFINITY);
+    }
+
+    /// The windowed search on blocks of [`LANES`] outputs: every output of a
+    /// block looks at `q ± r` for the same growing `r`, until `h²·r²` reaches
+    /// the largest best value of the block. Without a branch per element,
+    /// the loop vectorises and mispredicts once per block rather than once
+    /// per element. Reads the line from `padded` (see [`Self::load`]);
+    /// returns `false`, with `line` partly overwritten, when a block would
+    /// need to look farther than [`PAD`]. `line` has at least [`LANES`]
+    /// elements.
+    #[inline(always)]
+    fn window(&self, line: &mut [f64], h2: f64) -> bool {
+        let n = line.len();
+        let p = &self.padded[..n + 2 * PAD];
+        let src = &p[PAD..PAD + n];
+        // Steps of the scalar search past `PAD` left for this line.
+        let mut budget = n as f64;
+        let mut q0 = 0;
+        while q0 < n {
+            // The last block overlaps the one before rather than run past the end.
+            let q = q0.min(n - LANES);
+            let c = PAD + q;
+            let mut acc = [0.0; LANES];
+            acc.copy_from_slice(&p[c..c + LANES]);
             let mut r = 1usize;
             loop {
                 let rf = r as f64;
                 let step = h2 * (rf * rf);
-                if step >= best {
+                // Whether any output may still improve, without a branch per
+                // lane (a compare and a mask test on vectors).
+                if !acc.iter().fold(false, |more, &a| more | (a > step)) {
                     break;
                 }
-                if let Some(&left) = q.checked_sub(r).and_then(|i| f.get(i)) {
-                    if left + step < best {
-                        best = left + step;
+                if r > PAD {
+                    // The few outputs still above h²·r² look farther one at a
+                    // time, as long as the line's budget of steps (bounded
+                    // from the best values so far) allows; else the
+                    // envelope, whose cost does not grow with the distances.
+                    let need: f64 = acc
+                        .iter()
+                        .map(|&a| ((a / h2).sqrt() + 1.0 - rf).max(0.0))
+                        .sum();
+                    // A block that needs more than `PAD` further steps per
+                    // output on average is far from every site: so is,
+                    // likely, the rest of the line.
+                    if need > budget || need > (LANES * PAD) as f64 {
+                        return false;
                     }
+                    budget -= need;
+                    for (a, qa) in acc.iter_mut().zip(q..) {
+                        for s in r.. {
+                            let sf = s as f64;
+                            let step = h2 * (sf * sf);
+                            if step >= *a || (s > qa && qa + s >= n) {
+                                break;
+                            }
+                            if let Some(&x) = qa.checked_sub(s).and_then(|i| src.get(i)) {
+                                let x = x + step;
+                                *a = if x < *a { x } else { *a };
+                            }
+                            if let Some(&y) = src.get(qa + s) {
+                                let y = y + step;
+                                *a = if y < *a { y } else { *a };
+                            }
+                        }
+                    }
+                    break;
                 }
-                if let Some(&right) = f.get(q + r) {
-                    if right + step < best {
-                        best = right + step;
-                    }
+                let (left, right) = (&p[c - r..c - r + LANES], &p[c + r..c + r + LANES]);
+                for ((a, &x), &y) in acc.iter_mut().zip(left).zip(right) {
+                    let x = x + step;
+                    let y = y + step;
+                    let b = if x < *a { x } else { *a };
+                    *a = if y < b { y } else { b };
                 }
                 r += 1;
             }
-            *out = best;
+            line[q..q + LANES].copy_from_slice(&acc);
+            q0 += LANES;
         }
+        true
     }
 
     /// The lower envelope of parabolas (Felzenszwalb & Huttenlocher),
@@ -117,19 +183,23 @@ impl Envelope {
     /// denominators). With unit spacing every quantity is an integer below
     /// 2⁵³, so the comparisons are exact. The envelope is then written one
     /// parabola's interval at a time, a loop without branches.
+    ///
+    /// Reads the line from `padded` (see [`Self::load`]) and writes `line`.
+    #[inline(always)]
     fn envelope(&mut self, line: &mut [f64], h2: f64) {
         let n = line.len();
         let (v, g, f) = (&mut self.v[..n], &mut self.g[..n], &mut self.f[..n]);
+        let src = &self.padded[PAD..PAD + n];
         let two_h2 = 2.0 * h2;
         let mut k = 0usize;
         let (mut tv, mut tg) = (0.0, 0.0);
-        for (q, &fq) in line.iter().enumerate() {
+        for (q, &fq) in src.iter().enumerate() {
             if fq == f64::INFINITY {
                 continue;
             }
             // A parabola that its two neighbours cover on the whole line
             // (second difference of f at q at least 2h²) never matters.
-            if q > 0 && q + 1 < n && 2.0 * fq - line[q - 1] - line[q + 1] >= two_h2 {
+            if q > 0 && q + 1 < n && 2.0 * fq - src[q - 1] - src[q + 1] >= two_h2 {
                 continue;
             }
             let qf = q as f64;
@@ -155,7 +225,8 @@ impl Envelope {
             k += 1;
         }
         if k == 0 {
-            return; // no site: the line is already +∞
+            line.fill(f64::INFINITY); // no site
+            return;
         }
         let mut start = 0usize;
         for j in 0..k {
@@ -185,11 +256,11 @@ impl Envelope {
     }
 }
 
-/// The 1-D transform along axis 0 of the binary `mask`, into `data`: the
-/// distance in steps to the nearest site by a forward and a backward running
-/// count over whole rows (so the loops run along the contiguous trailing
-/// axes), written as `h²·steps²` (or `h·steps` when `sqrt`).
-fn first_axis(mask: &[bool], data: &mut [f64], n0: usize, inner: usize, h: f64, sqrt: bool) {
+/// The forward half of the 1-D transform along axis 0 of the binary `mask`,
+/// into `data`: `0` on the mask, else the count of steps since the last site
+/// above (`+∞` before the first). Whole rows at a time, so that the loops
+/// run along the contiguous trailing axes and vectorise.
+fn forward_counts(mask: &[bool], data: &mut [f64], n0: usize, inner: usize) {
     let mut prev: Option<&[f64]> = None;
     for (m, cur) in mask
         .chunks_exact(inner)
@@ -212,19 +283,23 @@ fn first_axis(mask: &[bool], data: &mut [f64], n0: usize, inner: usize, h: f64, 
         }
         prev = Some(cur);
     }
+}
+
+/// The backward half for one row `cur` of the forward counts: the count
+/// from below is carried in `carry`, and the row becomes `h²·steps²` (or
+/// `h·steps` when `sqrt`) with `steps` the nearer of the two.
+#[inline(always)]
+fn backward_row(cur: &mut [f64], carry: &mut [f64], h: f64, sqrt: bool) {
     let h2 = h * h;
-    let mut carry = vec![f64::INFINITY; inner];
-    for cur in data.chunks_exact_mut(inner).take(n0).rev() {
-        for (c, k) in cur.iter_mut().zip(carry.iter_mut()) {
-            let up = *k + 1.0;
-            let steps = if up < *c { up } else { *c };
-            *k = steps;
-            *c = if sqrt {
-                h * steps
-            } else {
-                h2 * (steps * steps)
-            };
-        }
+    for (c, k) in cur.iter_mut().zip(carry.iter_mut()) {
+        let up = *k + 1.0;
+        let steps = if up < *c { up } else { *c };
+        *k = steps;
+        *c = if sqrt {
+            h * steps
+        } else {
+            h2 * (steps * steps)
+        };
     }
 }
 
@@ -237,6 +312,19 @@ pub(crate) fn for_each_line<T: Copy + Default>(
     data: &mut [T],
     shape: &[usize],
     axis: usize,
+    f: impl FnMut(&mut [T]),
+) {
+    let mut buf = Vec::new();
+    lines_with(data, shape, axis, &mut buf, f);
+}
+
+/// [`for_each_line`] with the gather buffer supplied by the caller (grown
+/// as needed), so that a caller that walks many small arrays allocates once.
+fn lines_with<T: Copy + Default>(
+    data: &mut [T],
+    shape: &[usize],
+    axis: usize,
+    buf: &mut Vec<T>,
     mut f: impl FnMut(&mut [T]),
 ) {
     let n = shape[axis];
@@ -250,7 +338,9 @@ pub(crate) fn for_each_line<T: Copy + Default>(
         }
         return;
     }
-    let mut buf = vec![T::default(); BLOCK * n];
+    if buf.len() < BLOCK * n {
+        buf.resize(BLOCK * n, T::default());
+    }
     for slab in data.chunks_exact_mut(n * inner) {
         let mut c0 = 0;
         while c0 < inner {
@@ -276,6 +366,11 @@ pub(crate) fn for_each_line<T: Copy + Default>(
 /// The EDT of the row-major `mask` of `shape` into `data` (same length):
 /// squared distances, or distances when `sqrt`. `spacing` has one finite
 /// positive step per axis.
+///
+/// The forward count along axis 0 runs over the whole array first; then,
+/// row by row of axis 0 from the last, the backward count finishes the row
+/// and the other axes run on it at once, while it is still in cache (the
+/// lines of axes 1.. never leave one row of axis 0).
 pub(crate) fn edt(mask: &[bool], data: &mut [f64], shape: &[usize], spacing: &[f64], sqrt: bool) {
     if data.is_empty() || mask.len() != data.len() {
         return;
@@ -288,56 +383,190 @@ pub(crate) fn edt(mask: &[bool], data: &mut [f64], shape: &[usize], spacing: &[f
     // The last axis with a pass of its own takes the square root.
     let last = (1..shape.len()).rev().find(|&a| shape[a] > 1);
     let inner: usize = rest.iter().product();
-    first_axis(mask, data, n0, inner, spacing[0], sqrt && last.is_none());
+    forward_counts(mask, data, n0, inner);
     let longest = rest.iter().copied().max().unwrap_or(0);
     let mut env = Envelope::new(longest);
-    for axis in 1..shape.len() {
-        if shape[axis] > 1 {
-            let h2 = spacing[axis] * spacing[axis];
-            let root = sqrt && last == Some(axis);
-            for_each_line(data, shape, axis, |line| env.transform(line, h2, root));
+    let mut buf = Vec::new();
+    let mut carry = vec![f64::INFINITY; inner];
+    let root0 = sqrt && last.is_none();
+    for row in data.chunks_exact_mut(inner).take(n0).rev() {
+        // With AVX2 where the CPU has it: the same operations, twice as
+        // many per instruction.
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || backward_row(row, &mut carry, spacing[0], root0),
+        );
+        for axis in 1..shape.len() {
+            if shape[axis] > 1 {
+                let h2 = spacing[axis] * spacing[axis];
+                let root = sqrt && last == Some(axis);
+                lines_with(row, rest, axis - 1, &mut buf, |line| {
+                    env.transform(line, h2, root)
+                });
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Envelope;
+    use super::{Envelope, LANES, PAD};
+    use proptest::prelude::*;
 
-    /// Both line kernels against the definition, on lines the heuristic
-    /// would send either way.
+    /// `min_y h²·(q - y)² + line[y]` for every `q`, by definition.
+    fn brute(line: &[f64], h2: f64) -> Vec<f64> {
+        (0..line.len())
+            .map(|q| {
+                (0..line.len())
+                    .map(|y| {
+                        let d = q as f64 - y as f64;
+                        line[y] + h2 * (d * d)
+                    })
+                    .fold(f64::INFINITY, |m, x| if x < m { x } else { m })
+            })
+            .collect()
+    }
+
+    /// `got` equals `expected`: bit for bit when `exact`, else within 1e-12.
+    fn check(what: &str, got: &[f64], expected: &[f64], exact: bool) {
+        for (q, (&x, &e)) in got.iter().zip(expected).enumerate() {
+            let ok = if exact || e.is_infinite() {
+                x.to_bits() == e.to_bits()
+            } else {
+                (x - e).abs() <= 1e-12 * e.max(1.0)
+            };
+            assert!(ok, "{what}[{q}]: {x} vs {e}");
+        }
+    }
+
+    /// A line of `n` values from `codes`: `+∞`, 0, or a spread of sizes
+    /// up to far beyond [`PAD`]², so that the windowed search both succeeds
+    /// and gives up.
+    fn line_of(codes: &[u32], n: usize) -> Vec<f64> {
+        codes
+            .iter()
+            .cycle()
+            .take(n)
+            .map(|&c| match c % 8 {
+                0..=2 => f64::INFINITY,
+                3 => 0.0,
+                4 => f64::from(c % 5),
+                5 => f64::from(c % 50),
+                6 => f64::from(c % 2000),
+                _ => f64::from(c % 5_000_000),
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The windowed search (when it succeeds), the envelope and the
+        /// dispatching `transform` against the definition, on lines of
+        /// different lengths through one shared `Envelope` (whose padding a
+        /// longer line leaves dirty for a shorter one).
+        #[test]
+        fn line_kernels_match_brute_force(
+            lines in prop::collection::vec(
+                (1usize..200, prop::collection::vec(any::<u32>(), 1..64)),
+                1..6,
+            ),
+            h in prop::sample::select(vec![1.0, 0.7, 0.3, 2.7]),
+        ) {
+            let mut env = Envelope::new(200);
+            let h2: f64 = h * h;
+            for (n, codes) in &lines {
+                let line = line_of(codes, *n);
+                let expected = brute(&line, h2);
+                // The windowed search takes the minimum of the same sums as
+                // the definition: exact at any spacing.
+                if *n >= LANES {
+                    let mut w = line.clone();
+                    env.load(&line);
+                    if env.window(&mut w, h2) {
+                        check("window", &w, &expected, true);
+                    }
+                }
+                let mut e = line.clone();
+                env.load(&line);
+                env.envelope(&mut e, h2);
+                check("envelope", &e, &expected, h2 == 1.0);
+                let mut t = line.clone();
+                env.transform(&mut t, h2, false);
+                check("transform", &t, &expected, h2 == 1.0);
+                let mut r = line.clone();
+                env.transform(&mut r, h2, true);
+                let roots: Vec<f64> = expected.iter().map(|x| x.sqrt()).collect();
+                check("transform sqrt", &r, &roots, h2 == 1.0);
+            }
+        }
+    }
+
+    /// The AVX2 and the baseline paths of `kernel::dispatch` give the same
+    /// bits (no FMA; minima and sums are exact operations on each lane).
     #[test]
-    fn local_search_and_envelope_agree() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    fn dispatch_paths_agree() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
         };
-        for case in 0..400 {
-            let n = 1 + (next() % 40) as usize;
-            let h = [1.0, 0.3, 2.7][case % 3];
-            let spread = [2, 30, 1000][(case / 3) % 3];
-            let line: Vec<f64> = (0..n).map(|_| (next() % spread) as f64).collect();
-            let expected: Vec<f64> = (0..n)
-                .map(|q| {
-                    (0..n)
-                        .map(|y| {
-                            let d = h * (q as f64 - y as f64);
-                            d * d + line[y]
-                        })
-                        .fold(f64::INFINITY, f64::min)
-                })
-                .collect();
-            let mut env = Envelope::new(n);
-            let (mut a, mut b) = (line.clone(), line.clone());
-            env.local(&mut a, h * h);
-            env.envelope(&mut b, h * h);
-            for ((&x, &y), &e) in a.iter().zip(&b).zip(&expected) {
-                assert!((x - e).abs() <= 1e-12 * e.max(1.0), "local {x} vs {e}");
-                assert!((y - e).abs() <= 1e-12 * e.max(1.0), "envelope {y} vs {e}");
-            }
+        let shape = [40, 70, 90];
+        let mask: Vec<bool> = (0..shape.iter().product::<usize>())
+            .map(|_| next() % 500 == 0)
+            .collect();
+        let run = |portable: bool| {
+            crate::kernel::dispatch::force_portable(portable);
+            let mut out = vec![0.0; mask.len()];
+            super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
+            crate::kernel::dispatch::force_portable(false);
+            out
+        };
+        let (portable, dispatched) = (run(true), run(false));
+        assert!(
+            portable
+                .iter()
+                .zip(&dispatched)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
+    /// Outputs whose nearest site is a little farther than [`PAD`] are
+    /// finished one at a time by the windowed search itself.
+    #[test]
+    fn window_looks_past_pad() {
+        let n = 16 * PAD;
+        let far = (PAD + PAD / 2) as f64;
+        let mut line = vec![far * far; n];
+        // One gap a little wider than 2·PAD between sites, then sites
+        // every PAD/2.
+        line[0] = 0.0;
+        for y in (2 * PAD + 6..n).step_by(PAD / 2) {
+            line[y] = 0.0;
         }
+        let mut env = Envelope::new(n);
+        for h2 in [1.0, 0.49] {
+            let mut w = line.clone();
+            env.load(&line);
+            assert!(env.window(&mut w, h2));
+            check("window", &w, &brute(&line, h2), true);
+            assert!(w[PAD + 2] > (PAD * PAD) as f64 * h2);
+        }
+    }
+
+    /// The windowed search gives up when a block needs to look
+    /// farther than [`PAD`], and then the envelope's result stands.
+    #[test]
+    fn window_gives_up_on_far_sites() {
+        let n = 3 * PAD;
+        let mut line = vec![f64::INFINITY; n];
+        line[0] = 0.0;
+        let mut env = Envelope::new(n);
+        let mut w = line.clone();
+        env.load(&line);
+        assert!(!env.window(&mut w, 1.0));
+        let mut t = line.clone();
+        env.transform(&mut t, 1.0, false);
+        check("transform", &t, &brute(&line, 1.0), true);
     }
 }
