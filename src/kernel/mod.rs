@@ -424,9 +424,10 @@ pub(crate) fn chunked_sum<A: Float, const K: usize>(
 /// The slice-based sums of the fast paths. Each walks its slices in
 /// [`CHUNK`]-sized blocks (the last one may be shorter) and each block in
 /// groups of [`LANES`] elements taken with `chunks_exact`, so that the inner loop has no bounds checks
-/// and its `LANES` independent lanes (the accumulators, the validity flags
-/// and, once inlined, the element function) vectorise. The validity flags
-/// are kept per lane and combined once per block. The slices should have
+/// and its `LANES` independent lanes (the accumulators, the fault counts
+/// and, once inlined, the element function) vectorise. The faults are
+/// counted per lane in the element type and checked once per block. The
+/// slices should have
 /// equal lengths (the callers get them from arrays of one shape); the
 /// elements of a longer slice beyond the shortest are ignored.
 macro_rules! fused_sum {
