@@ -218,7 +218,8 @@ impl CrossEntropy {
         let scale = grad_scale::<A>(self.reduction, positions);
 
         let mut sm = Softmax::<A>::new(classes);
-        let mut a = vec![A::zero(); classes * TILE];
+        let tile = softmax::tile(classes);
+        let mut a = vec![A::zero(); classes * tile];
         let mut a_sum = [A::zero(); TILE];
         // Per-position partial losses of a tile, summed over its classes.
         let mut partial = [A::zero(); TILE];
@@ -248,7 +249,7 @@ impl CrossEntropy {
                     let (x, y) = (b.x.class(c), b.y.class(c));
                     ok &= all_accepted(x, |x| domain.accepts(x, A::zero()));
                     ok &= all_accepted(y, |y| domain.accepts(A::zero(), y));
-                    let ac = &mut a[c * TILE..][..len];
+                    let ac = &mut a[c * tile..][..len];
                     match &b.w {
                         Some(w) => {
                             for ((a, &y), &m) in ac.iter_mut().zip(y).zip(w.class(c)) {
@@ -281,7 +282,7 @@ impl CrossEntropy {
                 total += lanes_sum(partial);
                 if let Some(g) = b.g.as_mut() {
                     for c in 0..classes {
-                        let ac = &a[c * TILE..][..len];
+                        let ac = &a[c * tile..][..len];
                         let gc = g.class(c);
                         if probabilities {
                             for ((g, &a), &x) in gc.iter_mut().zip(ac).zip(b.x.class(c)) {
