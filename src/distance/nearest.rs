@@ -224,14 +224,37 @@ fn line_pass(
     let h2 = h * h;
     let env = &mut s.env;
     env.k = 0;
-    for (q, p) in line.iter().enumerate() {
-        if p.d1 < f64::INFINITY {
-            // A parabola that its two neighbours cover on the whole line
-            // never is the lowest.
-            if q > 0 && q + 1 < n && 2.0 * p.d1 - line[q - 1].d1 - line[q + 1].d1 >= 2.0 * h2 {
+    // Parabolas that are the lowest at most at their own site are left out
+    // of the envelope (inside instances, every site but a run's two ends)
+    // and put back at their site afterwards.
+    let mut skipped = false;
+    if let [first, .., last] = line {
+        if first.d1 < f64::INFINITY {
+            env.push(0, first.d1, first.l1, h2);
+        }
+        for (q, w) in line.windows(3).enumerate() {
+            let (l, p, r) = (w[0].d1, w[1].d1, w[2].d1);
+            if p == f64::INFINITY {
                 continue;
             }
-            env.push(q, p.d1, p.l1, h2);
+            // A parabola that its two neighbours cover on the whole line
+            // never is the lowest; one at least as high as both neighbours
+            // is above them everywhere but at its own site.
+            if 2.0 * p - l - r >= 2.0 * h2 {
+                continue;
+            }
+            if l <= p && r <= p {
+                skipped = true;
+                continue;
+            }
+            env.push(q + 1, p, w[1].l1, h2);
+        }
+        if last.d1 < f64::INFINITY {
+            env.push(n - 1, last.d1, last.l1, h2);
+        }
+    } else if let [only] = line {
+        if only.d1 < f64::INFINITY {
+            env.push(0, only.d1, only.l1, h2);
         }
     }
     if env.k == 0 {
@@ -248,6 +271,14 @@ fn line_pass(
         };
         site[x] = v;
     });
+    if skipped {
+        for (x, ((o, p), y)) in out.iter_mut().zip(line).zip(site.iter_mut()).enumerate() {
+            if p.d1 < o.d1 {
+                (o.d1, o.l1) = (p.d1, p.l1);
+                *y = x as f64;
+            }
+        }
+    }
     let limit = &mut s.need[..n];
     match need {
         Need::All => {
@@ -301,16 +332,19 @@ fn line_pass(
             let y = site[e];
             Some((y, line[y as usize].d1))
         };
-        let left = side(seg_start.checked_sub(1));
-        let right = side(Some(seg_end));
+        // A missing side is a site at +∞ (no branch in the loop below).
+        let none = (0.0, f64::INFINITY);
+        let (ly, lf) = side(seg_start.checked_sub(1)).unwrap_or(none);
+        let (ry, rf) = side(Some(seg_end)).unwrap_or(none);
         let mut bound = 0.0f64;
-        for x in a..b {
+        for ((x, p), &c) in (a..b).zip(&line[a..b]).zip(&limit[a..b]) {
             let xf = x as f64;
-            let mut u = other(&line[x], label).0.min(limit[x]);
-            for (y, f) in [left, right].into_iter().flatten() {
-                let d = xf - y;
-                u = u.min(h2 * (d * d) + f);
-            }
+            let (dl, dr) = (xf - ly, xf - ry);
+            let u = other(p, label)
+                .0
+                .min(c)
+                .min(h2 * (dl * dl) + lf)
+                .min(h2 * (dr * dr) + rf);
             bound = bound.max(u);
         }
         let r = if bound < f64::INFINITY {
@@ -365,94 +399,168 @@ fn line_pass(
     }
 }
 
-/// The best two distinct-label pairs among those of `a` and `b`.
-#[inline]
-fn merge(a: Pair, b: Pair) -> Pair {
-    let (d1, l1) = if a.d1 <= b.d1 {
-        (a.d1, a.l1)
-    } else {
-        (b.d1, b.l1)
+/// Columns of axis 0 scanned together by [`first_axis`]: their running
+/// states and forward counts stay in cache while the rows are walked.
+const STRIP: usize = 64;
+
+/// Steps that stand for "no site" in the counts of [`first_axis`]
+/// (saturating additions keep it there).
+const NO_SITE: u32 = u32::MAX;
+
+/// The running state of a scan along axis 0 over one strip of columns: per
+/// column, the steps to the nearest site so far and its label, and to the
+/// nearest with another label and its label.
+struct Counts {
+    d1: [u32; STRIP],
+    l1: [u32; STRIP],
+    d2: [u32; STRIP],
+    l2: [u32; STRIP],
+}
+
+impl Counts {
+    const NONE: Counts = Counts {
+        d1: [NO_SITE; STRIP],
+        l1: [0; STRIP],
+        d2: [NO_SITE; STRIP],
+        l2: [0; STRIP],
     };
-    let mut second = (f64::INFINITY, 0);
-    for (d, l) in [(a.d1, a.l1), (a.d2, a.l2), (b.d1, b.l1), (b.d2, b.l2)] {
-        if l != l1 && d < second.0 {
-            second = (d, l);
-        }
-    }
-    Pair {
-        d1,
-        d2: second.0,
-        l1,
-        l2: second.1,
-    }
-}
 
-/// Moves the running state of a scan over a site-or-not element one step on:
-/// `label` is the element's label (0 when it is no site).
-#[inline]
-fn step(s: &mut Pair, label: u32) {
-    if label != 0 {
-        if s.l1 != label {
-            s.d2 = s.d1 + 1.0;
-            s.l2 = s.l1;
-        } else {
-            s.d2 += 1.0;
+    /// Moves the state one row on over the `labels` of that row (0: no
+    /// site). A site of another label than the nearest so far pushes that
+    /// one to second place. Selects, not branches: labels change
+    /// unpredictably along a row.
+    #[inline(always)]
+    fn step(&mut self, labels: &[u32; STRIP]) {
+        let lanes = self
+            .d1
+            .iter_mut()
+            .zip(self.l1.iter_mut())
+            .zip(self.d2.iter_mut().zip(self.l2.iter_mut()));
+        for (((d1, l1), (d2, l2)), &label) in lanes.zip(labels) {
+            let site = label != 0;
+            let new = site & (*l1 != label);
+            let up1 = d1.saturating_add(1);
+            let up2 = d2.saturating_add(1);
+            *d2 = if new { up1 } else { up2 };
+            *l2 = if new { *l1 } else { *l2 };
+            *d1 = if site { 0 } else { up1 };
+            *l1 = if site { label } else { *l1 };
         }
-        s.d1 = 0.0;
-        s.l1 = label;
-    } else {
-        s.d1 += 1.0;
-        s.d2 += 1.0;
     }
-}
 
-/// The pass along axis 0, from the starting pairs ([`Pair::from_label`]).
-fn first_axis(data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
-    let mut state = vec![Pair::NONE; inner];
-    // Forward: counts of steps to the nearest site at or before the row, and
-    // to the nearest one with another label.
-    for row in data.chunks_exact_mut(inner).take(n0) {
-        for (c, s) in row.iter_mut().zip(state.iter_mut()) {
-            step(s, c.l1);
-            *c = *s;
-        }
-    }
-    state.fill(Pair::NONE);
-    for row in data.chunks_exact_mut(inner).take(n0).rev() {
-        for (c, s) in row.iter_mut().zip(state.iter_mut()) {
-            // A site is where the forward count is 0.
-            step(s, if c.d1 == 0.0 { c.l1 } else { 0 });
-            let m = merge(*c, *s);
-            *c = Pair {
-                d1: h2 * (m.d1 * m.d1),
-                d2: h2 * (m.d2 * m.d2),
-                ..m
+    /// The best two distinct-label pairs of `self` and `other`: the better
+    /// first pair (`self`'s on ties), then the better of its own second and
+    /// the other side's best pair with another label.
+    #[inline(always)]
+    fn merge(&self, other: &Counts, out: &mut Counts) {
+        for i in 0..STRIP {
+            let fore = self.d1[i] <= other.d1[i];
+            let (wd1, wl1, wd2, wl2) = if fore {
+                (self.d1[i], self.l1[i], self.d2[i], self.l2[i])
+            } else {
+                (other.d1[i], other.l1[i], other.d2[i], other.l2[i])
             };
+            let (ld1, ll1, ld2, ll2) = if fore {
+                (other.d1[i], other.l1[i], other.d2[i], other.l2[i])
+            } else {
+                (self.d1[i], self.l1[i], self.d2[i], self.l2[i])
+            };
+            let distinct = ll1 != wl1;
+            let od = if distinct { ld1 } else { ld2 };
+            let ol = if distinct { ll1 } else { ll2 };
+            let own = wd2 <= od;
+            out.d1[i] = wd1;
+            out.l1[i] = wl1;
+            out.d2[i] = if own { wd2 } else { od };
+            out.l2[i] = if own { wl2 } else { ol };
         }
     }
 }
 
-/// The two-best sweep in place: on entry `data` holds [`Pair::from_label`]
-/// of each element (row-major, of `shape`); on exit, the two best squared
-/// distances (`d2` as `need` asks on the last pass). Second distances above `max_distance` may be `+∞` (then with
-/// label 0); every finite value is exact. `spacing` has one finite positive
-/// step per axis; `max_distance` is `>= 0` or `+∞`.
-pub(crate) fn two_nearest_in_place(
-    data: &mut [Pair],
+/// The pass along axis 0, straight from the row-major `labels`, into `data`
+/// (as [`two_nearest_pairs`] describes it).
+///
+/// A forward and a backward scan count, per column, the steps to the nearest
+/// site before (after) each row and to the nearest with another label; the
+/// best two distinct labels of both sides are the element's pairs. The scans
+/// run over strips of [`STRIP`] columns with integer counts in
+/// structure-of-arrays form (no 24-byte pair is read or written until the
+/// result); the forward counts of a strip wait in a buffer for the backward
+/// scan.
+fn first_axis(labels: &[u32], data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
+    let squared = |steps: u32| {
+        let s = f64::from(steps);
+        if steps == NO_SITE {
+            f64::INFINITY
+        } else {
+            h2 * (s * s)
+        }
+    };
+    let mut forward: Vec<Counts> = (0..n0).map(|_| Counts::NONE).collect();
+    let mut row = [0u32; STRIP];
+    let mut best = Counts::NONE;
+    let mut c0 = 0;
+    while c0 < inner {
+        let width = STRIP.min(inner - c0);
+        // Lanes past the strip's width see no site and are never read.
+        let load = |r: usize, row: &mut [u32; STRIP]| {
+            row[..width].copy_from_slice(&labels[r * inner + c0..][..width]);
+        };
+        let mut state = Counts::NONE;
+        for (r, f) in forward.iter_mut().enumerate() {
+            load(r, &mut row);
+            state.step(&row);
+            f.d1 = state.d1;
+            f.l1 = state.l1;
+            f.d2 = state.d2;
+            f.l2 = state.l2;
+        }
+        let mut state = Counts::NONE;
+        for (r, f) in forward.iter().enumerate().rev() {
+            load(r, &mut row);
+            state.step(&row);
+            f.merge(&state, &mut best);
+            let out = &mut data[r * inner + c0..][..width];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = Pair {
+                    d1: squared(best.d1[i]),
+                    d2: squared(best.d2[i]),
+                    l1: best.l1[i],
+                    l2: best.l2[i],
+                };
+            }
+        }
+        c0 += width;
+    }
+}
+
+/// The two-best sweep of the row-major `labels` of `shape` (0: background):
+/// the two best squared distances of every element, `d2` as `need` asks
+/// on the last pass. Second distances above `max_distance` may be `+∞`
+/// (then with label 0); every finite value is exact. `spacing` has one
+/// finite positive step per axis; `max_distance` is `>= 0` or `+∞`.
+pub(crate) fn two_nearest_pairs(
+    labels: &[u32],
     shape: &[usize],
     spacing: &[f64],
     max_distance: f64,
     need: Need,
-) {
-    if shape.is_empty() || data.is_empty() {
-        return;
+) -> Vec<Pair> {
+    let mut data = vec![Pair::NONE; labels.len()];
+    if data.is_empty() {
+        return data;
+    }
+    if shape.is_empty() {
+        // 0-d: one element, no axis to sweep.
+        data[0] = Pair::from_label(labels[0]);
+        return data;
     }
     // A hair of slack so that a distance equal to the cut-off is never lost
     // to rounding.
     let reach = max_distance * (1.0 + 1e-9);
     let cut = reach * reach;
     let inner: usize = shape[1..].iter().product();
-    first_axis(data, shape[0], inner, spacing[0] * spacing[0]);
+    first_axis(labels, &mut data, shape[0], inner, spacing[0] * spacing[0]);
     let longest = shape[1..].iter().copied().max().unwrap_or(0);
     let mut scratch = Scratch::new(longest);
     let mut input = vec![Pair::NONE; longest];
@@ -467,16 +575,17 @@ pub(crate) fn two_nearest_in_place(
         let w = if steps < n as f64 { steps as usize } else { n };
         let need = if Some(axis) == last { need } else { Need::All };
         let input = &mut input[..n];
-        for_each_line(data, shape, axis, |line| {
+        for_each_line(&mut data, shape, axis, |line| {
             input.copy_from_slice(line);
             line_pass(input, line, h, cut, w, need, &mut scratch);
         });
     }
+    data
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Need, Pair, Scratch, line_pass};
+    use super::{Need, Pair, Scratch, first_axis, line_pass};
     use proptest::prelude::*;
 
     /// The two best distinct-label values of every `x` from `line`, by brute
@@ -534,6 +643,46 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The strip-wise scans along axis 0 against brute force on each
+        /// column, with rows wider than a strip (so that partial strips
+        /// occur) and labels that repeat along a column.
+        #[test]
+        fn first_axis_matches_brute_force(
+            (n0, inner, labels) in (1usize..8, 1usize..150).prop_flat_map(|(n0, inner)| {
+                (Just(n0), Just(inner), prop::collection::vec(
+                    prop_oneof![3 => Just(0u32), 1 => 1u32..4], n0 * inner))
+            }),
+            h in 0.3f64..3.0,
+        ) {
+            let mut data = vec![Pair::NONE; n0 * inner];
+            first_axis(&labels, &mut data, n0, inner, h * h);
+            for c in 0..inner {
+                for r in 0..n0 {
+                    let mut per: Vec<(u32, f64)> = Vec::new();
+                    for y in 0..n0 {
+                        let l = labels[y * inner + c];
+                        if l == 0 {
+                            continue;
+                        }
+                        // As the scans round it: h²·steps².
+                        let steps = r as f64 - y as f64;
+                        let d = (h * h) * (steps * steps);
+                        match per.iter_mut().find(|(k, _)| *k == l) {
+                            Some(e) => e.1 = e.1.min(d),
+                            None => per.push((l, d)),
+                        }
+                    }
+                    per.sort_by(|a, b| a.1.total_cmp(&b.1));
+                    let at = |i: usize| per.get(i).map_or(f64::INFINITY, |e| e.1);
+                    let p = data[r * inner + c];
+                    prop_assert_eq!((p.d1, p.d2), (at(0), at(1)), "row {} column {}", r, c);
+                    if p.d2 < f64::INFINITY {
+                        prop_assert!(p.l2 != p.l1 && p.l2 != 0);
+                    }
+                }
+            }
+        }
 
         /// Both `d2` paths (direct search on short runs, envelope on long
         /// ones) and the windows bounded by neighbouring runs, against

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayRef, Dimension};
 
-use super::nearest::{Need, Pair, two_nearest_in_place};
+use super::nearest::{Need, Pair, two_nearest_pairs};
 use super::{Connectivity, check_spacing, label_components};
 use crate::error::check_param;
 use crate::kernel::math::exp_f64;
@@ -324,11 +324,10 @@ impl UNetWeights {
         // The term is below 1e-6·w0 once d1 + d2 > σ·√(2·ln 10⁶), which
         // d2 > R implies.
         let reach = self.sigma * (2.0 * 1e6_f64.ln()).sqrt();
-        let mut pairs: Vec<Pair> = flat.iter().map(|&l| Pair::from_label(l)).collect();
         let need = Need::Border {
             everywhere: self.border_everywhere,
         };
-        two_nearest_in_place(&mut pairs, labels.shape(), &spacing, reach, need);
+        let pairs = two_nearest_pairs(flat, labels.shape(), &spacing, reach, need);
         let scale = -1.0 / (2.0 * self.sigma * self.sigma);
         let (w0, everywhere) = (self.w0, self.border_everywhere);
         let mut out = Array::from_elem(labels.raw_dim(), bg);
