@@ -422,138 +422,70 @@ fn line_pass(
     }
 }
 
-/// Columns of axis 0 scanned together by [`first_axis`]: their running
-/// states and forward counts stay in cache while the rows are walked.
-const STRIP: usize = 64;
-
-/// Steps that stand for "no site" in the counts of [`first_axis`]
-/// (saturating additions keep it there).
-const NO_SITE: u32 = u32::MAX;
-
-/// The running state of a scan along axis 0 over one strip of columns: per
-/// column, the steps to the nearest site so far and its label, and to the
-/// nearest with another label and its label.
-struct Counts {
-    d1: [u32; STRIP],
-    l1: [u32; STRIP],
-    d2: [u32; STRIP],
-    l2: [u32; STRIP],
-}
-
-impl Counts {
-    const NONE: Counts = Counts {
-        d1: [NO_SITE; STRIP],
-        l1: [0; STRIP],
-        d2: [NO_SITE; STRIP],
-        l2: [0; STRIP],
-    };
-
-    /// Moves the state one row on over the `labels` of that row (0: no
-    /// site). A site of another label than the nearest so far pushes that
-    /// one to second place. Selects, not branches: labels change
-    /// unpredictably along a row.
-    #[inline(always)]
-    fn step(&mut self, labels: &[u32; STRIP]) {
-        let lanes = self
-            .d1
-            .iter_mut()
-            .zip(self.l1.iter_mut())
-            .zip(self.d2.iter_mut().zip(self.l2.iter_mut()));
-        for (((d1, l1), (d2, l2)), &label) in lanes.zip(labels) {
-            let site = label != 0;
-            let new = site & (*l1 != label);
-            let up1 = d1.saturating_add(1);
-            let up2 = d2.saturating_add(1);
-            *d2 = if new { up1 } else { up2 };
-            *l2 = if new { *l1 } else { *l2 };
-            *d1 = if site { 0 } else { up1 };
-            *l1 = if site { label } else { *l1 };
-        }
-    }
-
-    /// The best two distinct-label pairs of `self` and `other`: the better
-    /// first pair (`self`'s on ties), then the better of its own second and
-    /// the other side's best pair with another label.
-    #[inline(always)]
-    fn merge(&self, other: &Counts, out: &mut Counts) {
-        for i in 0..STRIP {
-            let fore = self.d1[i] <= other.d1[i];
-            let (wd1, wl1, wd2, wl2) = if fore {
-                (self.d1[i], self.l1[i], self.d2[i], self.l2[i])
-            } else {
-                (other.d1[i], other.l1[i], other.d2[i], other.l2[i])
-            };
-            let (ld1, ll1, ld2, ll2) = if fore {
-                (other.d1[i], other.l1[i], other.d2[i], other.l2[i])
-            } else {
-                (self.d1[i], self.l1[i], self.d2[i], self.l2[i])
-            };
-            let distinct = ll1 != wl1;
-            let od = if distinct { ld1 } else { ld2 };
-            let ol = if distinct { ll1 } else { ll2 };
-            let own = wd2 <= od;
-            out.d1[i] = wd1;
-            out.l1[i] = wl1;
-            out.d2[i] = if own { wd2 } else { od };
-            out.l2[i] = if own { wl2 } else { ol };
-        }
-    }
+/// Moves a running scan state along axis 0 one row on over `label` (0: no
+/// site): the steps to the nearest site so far and to the nearest with
+/// another label, with their labels (`+∞` steps: none). A site of another
+/// label than the nearest so far pushes that one to second place. Selects,
+/// not branches: labels change unpredictably.
+#[inline(always)]
+fn step(s: &mut Pair, label: u32) {
+    let site = label != 0;
+    let new = site & (s.l1 != label);
+    let up1 = s.d1 + 1.0;
+    let up2 = s.d2 + 1.0;
+    s.d2 = if new { up1 } else { up2 };
+    s.l2 = if new { s.l1 } else { s.l2 };
+    s.d1 = if site { 0.0 } else { up1 };
+    s.l1 = if site { label } else { s.l1 };
 }
 
 /// The pass along axis 0, straight from the row-major `labels`, into `data`
 /// (as [`two_nearest_pairs`] describes it).
 ///
-/// A forward and a backward scan count, per column, the steps to the nearest
-/// site before (after) each row and to the nearest with another label; the
-/// best two distinct labels of both sides are the element's pairs. The scans
-/// run over strips of [`STRIP`] columns with integer counts in
-/// structure-of-arrays form (no 24-byte pair is read or written until the
-/// result); the forward counts of a strip wait in a buffer for the backward
-/// scan.
+/// A forward and a backward scan over whole rows (so that memory is read
+/// and written in order) count, per column, the steps to the nearest site
+/// before (after) each row and to the nearest with another label; the
+/// forward counts wait in `data`. The best two distinct labels of both
+/// sides are the element's pairs: the better first pair (the forward one on
+/// ties), then the better of its own second and the other side's best pair
+/// with another label. Counts are whole numbers in `f64` (exact, and `+∞`
+/// stays `+∞`), merged with selects.
 fn first_axis(labels: &[u32], data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
-    let squared = |steps: u32| {
-        let s = f64::from(steps);
-        if steps == NO_SITE {
-            f64::INFINITY
-        } else {
-            h2 * (s * s)
+    let mut state = vec![Pair::NONE; inner];
+    for (row, out) in labels
+        .chunks_exact(inner)
+        .zip(data.chunks_exact_mut(inner))
+        .take(n0)
+    {
+        for ((&label, o), s) in row.iter().zip(out.iter_mut()).zip(state.iter_mut()) {
+            step(s, label);
+            *o = *s;
         }
-    };
-    let mut forward: Vec<Counts> = (0..n0).map(|_| Counts::NONE).collect();
-    let mut row = [0u32; STRIP];
-    let mut best = Counts::NONE;
-    let mut c0 = 0;
-    while c0 < inner {
-        let width = STRIP.min(inner - c0);
-        // Lanes past the strip's width see no site and are never read.
-        let load = |r: usize, row: &mut [u32; STRIP]| {
-            row[..width].copy_from_slice(&labels[r * inner + c0..][..width]);
-        };
-        let mut state = Counts::NONE;
-        for (r, f) in forward.iter_mut().enumerate() {
-            load(r, &mut row);
-            state.step(&row);
-            f.d1 = state.d1;
-            f.l1 = state.l1;
-            f.d2 = state.d2;
-            f.l2 = state.l2;
+    }
+    state.fill(Pair::NONE);
+    for (row, out) in labels
+        .chunks_exact(inner)
+        .zip(data.chunks_exact_mut(inner))
+        .take(n0)
+        .rev()
+    {
+        for ((&label, o), s) in row.iter().zip(out.iter_mut()).zip(state.iter_mut()) {
+            step(s, label);
+            let (fore, back) = (*o, *s);
+            let first = fore.d1 <= back.d1;
+            let (win, lose) = if first { (fore, back) } else { (back, fore) };
+            let distinct = lose.l1 != win.l1;
+            let od = if distinct { lose.d1 } else { lose.d2 };
+            let ol = if distinct { lose.l1 } else { lose.l2 };
+            let own = win.d2 <= od;
+            let d2 = if own { win.d2 } else { od };
+            *o = Pair {
+                d1: h2 * (win.d1 * win.d1),
+                d2: h2 * (d2 * d2),
+                l1: win.l1,
+                l2: if own { win.l2 } else { ol },
+            };
         }
-        let mut state = Counts::NONE;
-        for (r, f) in forward.iter().enumerate().rev() {
-            load(r, &mut row);
-            state.step(&row);
-            f.merge(&state, &mut best);
-            let out = &mut data[r * inner + c0..][..width];
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = Pair {
-                    d1: squared(best.d1[i]),
-                    d2: squared(best.d2[i]),
-                    l1: best.l1[i],
-                    l2: best.l2[i],
-                };
-            }
-        }
-        c0 += width;
     }
 }
 
