@@ -599,9 +599,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
-        /// The strip-wise scans along axis 0 against brute force on each
-        /// column, with rows wider than a strip (so that partial strips
-        /// occur) and labels that repeat along a column.
+        /// The scans along axis 0 against brute force on each column, with
+        /// labels that repeat along a column and rows up to 150 wide.
         #[test]
         fn first_axis_matches_brute_force(
             (n0, inner, labels) in (1usize..8, 1usize..150).prop_flat_map(|(n0, inner)| {
