@@ -107,6 +107,9 @@ pub(crate) fn label_in_place(
     // offsets at 3^d' - 1 for the d' axes that matter (d' <= 63 since the
     // element count fits in an isize).
     let shape: Vec<usize> = shape.iter().copied().filter(|&n| n > 1).collect();
+    if let (&[rows, cols], Connectivity::Full) = (shape.as_slice(), connectivity) {
+        return label_2d_full(mask, rows, cols, out);
+    }
     let offsets = backward_offsets(&shape, connectivity);
     let d = shape.len();
     let row_len = shape.last().copied().unwrap_or(1);
@@ -178,7 +181,87 @@ pub(crate) fn label_in_place(
             index[a] = 0;
         }
     }
-    // Number the roots in increasing order (= order of first elements).
+    relabel(&mut parent, out)
+}
+
+/// Joins the set of `l` into that of `root` (0: none yet) and returns the
+/// root of the union: the smaller of the two, so the root stays the label
+/// opened first.
+#[inline]
+fn join(parent: &mut [u32], root: u32, l: u32) -> u32 {
+    let r = find(parent, l);
+    if root == 0 || r == root {
+        r
+    } else {
+        let (keep, drop) = if r < root { (r, root) } else { (root, r) };
+        parent[drop as usize] = keep;
+        keep
+    }
+}
+
+/// Opens a new provisional label (saturating at `u32::MAX`, see
+/// [`label_in_place`]).
+#[inline]
+fn open(parent: &mut Vec<u32>) -> u32 {
+    let root = u32::try_from(parent.len()).unwrap_or(u32::MAX);
+    if (root as usize) == parent.len() {
+        parent.push(root);
+    }
+    root
+}
+
+/// [`label_in_place`] for 2-D masks under full (8-) connectivity, by the
+/// decision tree of Wu, Otoo and Suzuki (2005): when the element above is
+/// foreground, the other backward neighbours (left, upper left, upper
+/// right) are its neighbours too and already in its set, so the element
+/// takes its label with no union; otherwise the left neighbour already
+/// holds the upper left one, and only the upper right can join another set.
+fn label_2d_full(mask: &[bool], rows: usize, cols: usize, out: &mut [u32]) -> usize {
+    let mut parent: Vec<u32> = vec![0];
+    for r in 0..rows {
+        let base = r * cols;
+        for c in 0..cols {
+            let flat = base + c;
+            if !mask[flat] {
+                continue;
+            }
+            let up = if r > 0 { out[flat - cols] } else { 0 };
+            if up != 0 {
+                out[flat] = up;
+                continue;
+            }
+            let left = if c > 0 { out[flat - 1] } else { 0 };
+            let up_left = if r > 0 && c > 0 {
+                out[flat - cols - 1]
+            } else {
+                0
+            };
+            let up_right = if r > 0 && c + 1 < cols {
+                out[flat - cols + 1]
+            } else {
+                0
+            };
+            let near = if left != 0 { left } else { up_left };
+            let mut root = if near != 0 {
+                find(&mut parent, near)
+            } else {
+                0
+            };
+            if up_right != 0 {
+                root = join(&mut parent, root, up_right);
+            }
+            if root == 0 {
+                root = open(&mut parent);
+            }
+            out[flat] = root;
+        }
+    }
+    relabel(&mut parent, out)
+}
+
+/// Numbers the roots of `parent` `1..=n` in increasing order (the order of
+/// the components' first elements) and rewrites `out` with them; returns n.
+fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
     let mut count = 0u32;
     for p in 1..parent.len() {
         let up = parent[p];

@@ -304,15 +304,16 @@ pub fn two_nearest<D: Dimension>(
             requirement: "must be >= 0 (+inf allowed)",
         });
     }
-    let mut pairs: Vec<nearest::Pair> = match labels.as_slice() {
-        Some(s) => s.iter().map(|&l| nearest::Pair::from_label(l)).collect(),
-        None => labels
-            .iter()
-            .map(|&l| nearest::Pair::from_label(l))
-            .collect(),
+    let copy: Vec<u32>;
+    let flat: &[u32] = match labels.as_slice() {
+        Some(s) => s,
+        None => {
+            copy = labels.iter().copied().collect();
+            &copy
+        }
     };
-    nearest::two_nearest_in_place(
-        &mut pairs,
+    let pairs = nearest::two_nearest_pairs(
+        flat,
         labels.shape(),
         &spacing,
         max_distance,

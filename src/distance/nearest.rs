@@ -68,7 +68,7 @@ pub(crate) enum Need {
     /// `d2` exact wherever it is at most the cut-off.
     All,
     /// The border term of the weight map: `d2` only off the instances
-    /// unless `everywhere`.
+    /// unless `everywhere`, and only its value (its label may be left 0).
     Border {
         /// Whether elements inside instances need `d2` too.
         everywhere: bool,
@@ -224,14 +224,37 @@ fn line_pass(
     let h2 = h * h;
     let env = &mut s.env;
     env.k = 0;
-    for (q, p) in line.iter().enumerate() {
-        if p.d1 < f64::INFINITY {
-            // A parabola that its two neighbours cover on the whole line
-            // never is the lowest.
-            if q > 0 && q + 1 < n && 2.0 * p.d1 - line[q - 1].d1 - line[q + 1].d1 >= 2.0 * h2 {
+    // Parabolas that are the lowest at most at their own site are left out
+    // of the envelope (inside instances, every site but a run's two ends)
+    // and put back at their site afterwards.
+    let mut skipped = false;
+    if let [first, .., last] = line {
+        if first.d1 < f64::INFINITY {
+            env.push(0, first.d1, first.l1, h2);
+        }
+        for (q, w) in line.windows(3).enumerate() {
+            let (l, p, r) = (w[0].d1, w[1].d1, w[2].d1);
+            if p == f64::INFINITY {
                 continue;
             }
-            env.push(q, p.d1, p.l1, h2);
+            // A parabola that its two neighbours cover on the whole line
+            // never is the lowest; one at least as high as both neighbours
+            // is above them everywhere but at its own site.
+            if 2.0 * p - l - r >= 2.0 * h2 {
+                continue;
+            }
+            if l <= p && r <= p {
+                skipped = true;
+                continue;
+            }
+            env.push(q + 1, p, w[1].l1, h2);
+        }
+        if last.d1 < f64::INFINITY {
+            env.push(n - 1, last.d1, last.l1, h2);
+        }
+    } else if let [only] = line {
+        if only.d1 < f64::INFINITY {
+            env.push(0, only.d1, only.l1, h2);
         }
     }
     if env.k == 0 {
@@ -248,7 +271,18 @@ fn line_pass(
         };
         site[x] = v;
     });
+    if skipped {
+        for (x, ((o, p), y)) in out.iter_mut().zip(line).zip(site.iter_mut()).enumerate() {
+            if p.d1 < o.d1 {
+                (o.d1, o.l1) = (p.d1, p.l1);
+                *y = x as f64;
+            }
+        }
+    }
     let limit = &mut s.need[..n];
+    // The weight map reads the values only: on its pass the direct search
+    // leaves `l2` at 0.
+    let labels_wanted = need == Need::All;
     match need {
         Need::All => {
             for (c, o) in limit.iter_mut().zip(out.iter()) {
@@ -301,16 +335,19 @@ fn line_pass(
             let y = site[e];
             Some((y, line[y as usize].d1))
         };
-        let left = side(seg_start.checked_sub(1));
-        let right = side(Some(seg_end));
+        // A missing side is a site at +∞ (no branch in the loop below).
+        let none = (0.0, f64::INFINITY);
+        let (ly, lf) = side(seg_start.checked_sub(1)).unwrap_or(none);
+        let (ry, rf) = side(Some(seg_end)).unwrap_or(none);
         let mut bound = 0.0f64;
-        for x in a..b {
+        for ((x, p), &c) in (a..b).zip(&line[a..b]).zip(&limit[a..b]) {
             let xf = x as f64;
-            let mut u = other(&line[x], label).0.min(limit[x]);
-            for (y, f) in [left, right].into_iter().flatten() {
-                let d = xf - y;
-                u = u.min(h2 * (d * d) + f);
-            }
+            let (dl, dr) = (xf - ly, xf - ry);
+            let u = other(p, label)
+                .0
+                .min(c)
+                .min(h2 * (dl * dl) + lf)
+                .min(h2 * (dr * dr) + rf);
             bound = bound.max(u);
         }
         let r = if bound < f64::INFINITY {
@@ -320,7 +357,27 @@ fn line_pass(
         };
         let lo = a.saturating_sub(r);
         let hi = b.saturating_add(r).min(n);
-        if b - a <= DIRECT_RUN {
+        if b - a <= DIRECT_RUN && !labels_wanted {
+            let wv = &mut s.wv[..hi - lo];
+            for (v, p) in wv.iter_mut().zip(&line[lo..hi]) {
+                *v = other(p, label).0;
+            }
+            for x in a..b {
+                // Without the labels the search is a plain minimum, which
+                // compiles to `minsd` with no branch. `d` steps down
+                // through integers: exact.
+                let mut best = f64::INFINITY;
+                let mut d = (x - lo) as f64;
+                for &v in wv.iter() {
+                    let c = h2 * (d * d) + v;
+                    best = if c < best { c } else { best };
+                    d -= 1.0;
+                }
+                if best <= limit[x] {
+                    out[x].d2 = best;
+                }
+            }
+        } else if b - a <= DIRECT_RUN {
             let (wv, wl) = (&mut s.wv[..hi - lo], &mut s.wl[..hi - lo]);
             for ((v, l), p) in wv.iter_mut().zip(wl.iter_mut()).zip(&line[lo..hi]) {
                 (*v, *l) = other(p, label);
@@ -365,94 +422,100 @@ fn line_pass(
     }
 }
 
-/// The best two distinct-label pairs among those of `a` and `b`.
-#[inline]
-fn merge(a: Pair, b: Pair) -> Pair {
-    let (d1, l1) = if a.d1 <= b.d1 {
-        (a.d1, a.l1)
-    } else {
-        (b.d1, b.l1)
-    };
-    let mut second = (f64::INFINITY, 0);
-    for (d, l) in [(a.d1, a.l1), (a.d2, a.l2), (b.d1, b.l1), (b.d2, b.l2)] {
-        if l != l1 && d < second.0 {
-            second = (d, l);
-        }
-    }
-    Pair {
-        d1,
-        d2: second.0,
-        l1,
-        l2: second.1,
-    }
-}
-
-/// Moves the running state of a scan over a site-or-not element one step on:
-/// `label` is the element's label (0 when it is no site).
-#[inline]
+/// Moves a running scan state along axis 0 one row on over `label` (0: no
+/// site): the steps to the nearest site so far and to the nearest with
+/// another label, with their labels (`+∞` steps: none). A site of another
+/// label than the nearest so far pushes that one to second place. Selects,
+/// not branches: labels change unpredictably.
+#[inline(always)]
 fn step(s: &mut Pair, label: u32) {
-    if label != 0 {
-        if s.l1 != label {
-            s.d2 = s.d1 + 1.0;
-            s.l2 = s.l1;
-        } else {
-            s.d2 += 1.0;
-        }
-        s.d1 = 0.0;
-        s.l1 = label;
-    } else {
-        s.d1 += 1.0;
-        s.d2 += 1.0;
-    }
+    let site = label != 0;
+    let new = site & (s.l1 != label);
+    let up1 = s.d1 + 1.0;
+    let up2 = s.d2 + 1.0;
+    s.d2 = if new { up1 } else { up2 };
+    s.l2 = if new { s.l1 } else { s.l2 };
+    s.d1 = if site { 0.0 } else { up1 };
+    s.l1 = if site { label } else { s.l1 };
 }
 
-/// The pass along axis 0, from the starting pairs ([`Pair::from_label`]).
-fn first_axis(data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
+/// The pass along axis 0, straight from the row-major `labels`, into `data`
+/// (as [`two_nearest_pairs`] describes it).
+///
+/// A forward and a backward scan over whole rows (so that memory is read
+/// and written in order) count, per column, the steps to the nearest site
+/// before (after) each row and to the nearest with another label; the
+/// forward counts wait in `data`. The best two distinct labels of both
+/// sides are the element's pairs: the better first pair (the forward one on
+/// ties), then the better of its own second and the other side's best pair
+/// with another label. Counts are whole numbers in `f64` (exact, and `+∞`
+/// stays `+∞`), merged with selects.
+fn first_axis(labels: &[u32], data: &mut [Pair], n0: usize, inner: usize, h2: f64) {
     let mut state = vec![Pair::NONE; inner];
-    // Forward: counts of steps to the nearest site at or before the row, and
-    // to the nearest one with another label.
-    for row in data.chunks_exact_mut(inner).take(n0) {
-        for (c, s) in row.iter_mut().zip(state.iter_mut()) {
-            step(s, c.l1);
-            *c = *s;
+    for (row, out) in labels
+        .chunks_exact(inner)
+        .zip(data.chunks_exact_mut(inner))
+        .take(n0)
+    {
+        for ((&label, o), s) in row.iter().zip(out.iter_mut()).zip(state.iter_mut()) {
+            step(s, label);
+            *o = *s;
         }
     }
     state.fill(Pair::NONE);
-    for row in data.chunks_exact_mut(inner).take(n0).rev() {
-        for (c, s) in row.iter_mut().zip(state.iter_mut()) {
-            // A site is where the forward count is 0.
-            step(s, if c.d1 == 0.0 { c.l1 } else { 0 });
-            let m = merge(*c, *s);
-            *c = Pair {
-                d1: h2 * (m.d1 * m.d1),
-                d2: h2 * (m.d2 * m.d2),
-                ..m
+    for (row, out) in labels
+        .chunks_exact(inner)
+        .zip(data.chunks_exact_mut(inner))
+        .take(n0)
+        .rev()
+    {
+        for ((&label, o), s) in row.iter().zip(out.iter_mut()).zip(state.iter_mut()) {
+            step(s, label);
+            let (fore, back) = (*o, *s);
+            let first = fore.d1 <= back.d1;
+            let (win, lose) = if first { (fore, back) } else { (back, fore) };
+            let distinct = lose.l1 != win.l1;
+            let od = if distinct { lose.d1 } else { lose.d2 };
+            let ol = if distinct { lose.l1 } else { lose.l2 };
+            let own = win.d2 <= od;
+            let d2 = if own { win.d2 } else { od };
+            *o = Pair {
+                d1: h2 * (win.d1 * win.d1),
+                d2: h2 * (d2 * d2),
+                l1: win.l1,
+                l2: if own { win.l2 } else { ol },
             };
         }
     }
 }
 
-/// The two-best sweep in place: on entry `data` holds [`Pair::from_label`]
-/// of each element (row-major, of `shape`); on exit, the two best squared
-/// distances (`d2` as `need` asks on the last pass). Second distances above `max_distance` may be `+∞` (then with
-/// label 0); every finite value is exact. `spacing` has one finite positive
-/// step per axis; `max_distance` is `>= 0` or `+∞`.
-pub(crate) fn two_nearest_in_place(
-    data: &mut [Pair],
+/// The two-best sweep of the row-major `labels` of `shape` (0: background):
+/// the two best squared distances of every element, `d2` as `need` asks
+/// on the last pass. Second distances above `max_distance` may be `+∞`
+/// (then with label 0); every finite value is exact. `spacing` has one
+/// finite positive step per axis; `max_distance` is `>= 0` or `+∞`.
+pub(crate) fn two_nearest_pairs(
+    labels: &[u32],
     shape: &[usize],
     spacing: &[f64],
     max_distance: f64,
     need: Need,
-) {
-    if shape.is_empty() || data.is_empty() {
-        return;
+) -> Vec<Pair> {
+    let mut data = vec![Pair::NONE; labels.len()];
+    if data.is_empty() {
+        return data;
+    }
+    if shape.is_empty() {
+        // 0-d: one element, no axis to sweep.
+        data[0] = Pair::from_label(labels[0]);
+        return data;
     }
     // A hair of slack so that a distance equal to the cut-off is never lost
     // to rounding.
     let reach = max_distance * (1.0 + 1e-9);
     let cut = reach * reach;
     let inner: usize = shape[1..].iter().product();
-    first_axis(data, shape[0], inner, spacing[0] * spacing[0]);
+    first_axis(labels, &mut data, shape[0], inner, spacing[0] * spacing[0]);
     let longest = shape[1..].iter().copied().max().unwrap_or(0);
     let mut scratch = Scratch::new(longest);
     let mut input = vec![Pair::NONE; longest];
@@ -467,16 +530,17 @@ pub(crate) fn two_nearest_in_place(
         let w = if steps < n as f64 { steps as usize } else { n };
         let need = if Some(axis) == last { need } else { Need::All };
         let input = &mut input[..n];
-        for_each_line(data, shape, axis, |line| {
+        for_each_line(&mut data, shape, axis, |line| {
             input.copy_from_slice(line);
             line_pass(input, line, h, cut, w, need, &mut scratch);
         });
     }
+    data
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Need, Pair, Scratch, line_pass};
+    use super::{Need, Pair, Scratch, first_axis, line_pass};
     use proptest::prelude::*;
 
     /// The two best distinct-label values of every `x` from `line`, by brute
@@ -535,6 +599,45 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
+        /// The scans along axis 0 against brute force on each column, with
+        /// labels that repeat along a column and rows up to 150 wide.
+        #[test]
+        fn first_axis_matches_brute_force(
+            (n0, inner, labels) in (1usize..8, 1usize..150).prop_flat_map(|(n0, inner)| {
+                (Just(n0), Just(inner), prop::collection::vec(
+                    prop_oneof![3 => Just(0u32), 1 => 1u32..4], n0 * inner))
+            }),
+            h in 0.3f64..3.0,
+        ) {
+            let mut data = vec![Pair::NONE; n0 * inner];
+            first_axis(&labels, &mut data, n0, inner, h * h);
+            for c in 0..inner {
+                for r in 0..n0 {
+                    let mut per: Vec<(u32, f64)> = Vec::new();
+                    for y in 0..n0 {
+                        let l = labels[y * inner + c];
+                        if l == 0 {
+                            continue;
+                        }
+                        // As the scans round it: h²·steps².
+                        let steps = r as f64 - y as f64;
+                        let d = (h * h) * (steps * steps);
+                        match per.iter_mut().find(|(k, _)| *k == l) {
+                            Some(e) => e.1 = e.1.min(d),
+                            None => per.push((l, d)),
+                        }
+                    }
+                    per.sort_by(|a, b| a.1.total_cmp(&b.1));
+                    let at = |i: usize| per.get(i).map_or(f64::INFINITY, |e| e.1);
+                    let p = data[r * inner + c];
+                    prop_assert_eq!((p.d1, p.d2), (at(0), at(1)), "row {} column {}", r, c);
+                    if p.d2 < f64::INFINITY {
+                        prop_assert!(p.l2 != p.l1 && p.l2 != 0);
+                    }
+                }
+            }
+        }
+
         /// Both `d2` paths (direct search on short runs, envelope on long
         /// ones) and the windows bounded by neighbouring runs, against
         /// brute force: unit and random spacing, with and without a cut-off,
@@ -565,7 +668,9 @@ mod tests {
                 let wanted = e2 < f64::INFINITY && e2 <= cut && (need != (Need::Border { everywhere: false }) || e1 > 0.0);
                 if o.d2 < f64::INFINITY {
                     prop_assert!((o.d2 - e2).abs() <= 1e-12 * e2.max(1.0), "d2 at {x}: {} vs {e2}", o.d2);
-                    prop_assert!(o.l2 != o.l1 && o.l2 != 0);
+                    if need == Need::All {
+                        prop_assert!(o.l2 != o.l1 && o.l2 != 0);
+                    }
                 } else {
                     prop_assert!(!wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x} missing: {e2}");
                 }

@@ -2,9 +2,10 @@
 
 use ndarray::{Array, ArrayRef, Dimension};
 
-use super::nearest::{Need, Pair, two_nearest_in_place};
+use super::nearest::{Need, Pair, two_nearest_pairs};
 use super::{Connectivity, check_spacing, label_components};
 use crate::error::check_param;
+use crate::kernel::math::exp_f64;
 use crate::{Error, Float, Result};
 
 /// The class-balancing term `w_c(x)` of the U-Net weight map.
@@ -323,28 +324,53 @@ impl UNetWeights {
         // The term is below 1e-6·w0 once d1 + d2 > σ·√(2·ln 10⁶), which
         // d2 > R implies.
         let reach = self.sigma * (2.0 * 1e6_f64.ln()).sqrt();
-        let mut pairs: Vec<Pair> = flat.iter().map(|&l| Pair::from_label(l)).collect();
         let need = Need::Border {
             everywhere: self.border_everywhere,
         };
-        two_nearest_in_place(&mut pairs, labels.shape(), &spacing, reach, need);
+        let pairs = two_nearest_pairs(flat, labels.shape(), &spacing, reach, need);
         let scale = -1.0 / (2.0 * self.sigma * self.sigma);
         let (w0, everywhere) = (self.w0, self.border_everywhere);
-        // The exponential only where the sweep kept a d2: elsewhere the
-        // border term is below 1e-6·w0 or does not apply.
         let mut out = Array::from_elem(labels.raw_dim(), bg);
-        // `out` is freshly allocated, so its iteration order is row-major
-        // like `flat` and `pairs` (and runs over a plain slice).
-        for ((w, &l), p) in out.iter_mut().zip(flat).zip(&pairs) {
-            let wc = if l == 0 { wc_bg } else { wc_fg };
-            *w = if p.d2 < f64::INFINITY && (everywhere || l == 0) {
+        // A freshly allocated array is in standard layout: row-major like
+        // `flat` and `pairs`, so the slice exists.
+        let Some(slice) = out.as_slice_mut() else {
+            return Ok(out);
+        };
+        // Where the sweep kept no d2 the term is below 1e-6·w0 or does not
+        // apply. The exponentials are taken a chunk at a time in a loop of
+        // their own, without branches, so that it vectorises; chunks where
+        // no element keeps a term (inside instances, far background) skip
+        // it.
+        const CHUNK: usize = 64;
+        let mut arg = [0.0f64; CHUNK];
+        let keep = |l: u32, p: &Pair| p.d2 < f64::INFINITY && (everywhere || l == 0);
+        for ((w, l), p) in slice
+            .chunks_mut(CHUNK)
+            .zip(flat.chunks(CHUNK))
+            .zip(pairs.chunks(CHUNK))
+        {
+            let mut any = false;
+            for ((a, &l), p) in arg.iter_mut().zip(l).zip(p) {
                 let s = p.d1.sqrt() + p.d2.sqrt();
-                A::from_f64(wc + w0 * (scale * s * s).exp())
-            } else if l == 0 {
-                bg
-            } else {
-                fg
-            };
+                // Clamped so that the exponential never goes subnormal
+                // (slow on most CPUs); such arguments are dropped below.
+                *a = (scale * s * s).max(-700.0);
+                any |= keep(l, p);
+            }
+            if !any {
+                for (w, &l) in w.iter_mut().zip(l) {
+                    *w = if l == 0 { bg } else { fg };
+                }
+                continue;
+            }
+            for a in arg.iter_mut() {
+                *a = exp_f64(*a);
+            }
+            for (((w, &l), p), &e) in w.iter_mut().zip(l).zip(p).zip(&arg) {
+                let wc = if l == 0 { wc_bg } else { wc_fg };
+                let term = if keep(l, p) { w0 * e } else { 0.0 };
+                *w = A::from_f64(wc + term);
+            }
         }
         Ok(out)
     }
