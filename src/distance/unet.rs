@@ -330,12 +330,9 @@ impl UNetWeights {
         let pairs = two_nearest_pairs(flat, labels.shape(), &spacing, reach, need);
         let scale = -1.0 / (2.0 * self.sigma * self.sigma);
         let (w0, everywhere) = (self.w0, self.border_everywhere);
-        let mut out = Array::from_elem(labels.raw_dim(), bg);
-        // A freshly allocated array is in standard layout: row-major like
-        // `flat` and `pairs`, so the slice exists.
-        let Some(slice) = out.as_slice_mut() else {
-            return Ok(out);
-        };
+        // Row-major like `flat` and `pairs`.
+        let mut data = vec![bg; n];
+        let slice = &mut data[..];
         // Where the sweep kept no d2 the term is below 1e-6·w0 or does not
         // apply. The exponentials are taken a chunk at a time in a loop of
         // their own, without branches, so that it vectorises; chunks where
@@ -372,6 +369,10 @@ impl UNetWeights {
                 *w = A::from_f64(wc + term);
             }
         }
-        Ok(out)
+        Array::from_shape_vec(labels.raw_dim(), data).map_err(|_| Error::BadShape {
+            operand: "labels",
+            shape: labels.shape().to_vec(),
+            requirement: "a shape whose element count fits in memory",
+        })
     }
 }
