@@ -135,12 +135,12 @@ pub fn squared_distance_to<D: Dimension>(
     edt_array(mask, spacing, false)
 }
 
-/// The elements of `mask` in row-major order: borrowed when it is in
+/// The elements of `array` in row-major order: borrowed when it is in
 /// standard layout, copied otherwise.
-fn row_major<D: Dimension>(mask: &ArrayRef<bool, D>) -> Cow<'_, [bool]> {
-    match mask.as_slice() {
+pub(crate) fn row_major<T: Clone, D: Dimension>(array: &ArrayRef<T, D>) -> Cow<'_, [T]> {
+    match array.as_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(mask.iter().copied().collect()),
+        None => Cow::Owned(array.iter().cloned().collect()),
     }
 }
 
@@ -304,16 +304,9 @@ pub fn two_nearest<D: Dimension>(
             requirement: "must be >= 0 (+inf allowed)",
         });
     }
-    let copy: Vec<u32>;
-    let flat: &[u32] = match labels.as_slice() {
-        Some(s) => s,
-        None => {
-            copy = labels.iter().copied().collect();
-            &copy
-        }
-    };
+    let flat = row_major(labels);
     let pairs = nearest::two_nearest_pairs(
-        flat,
+        &flat,
         labels.shape(),
         &spacing,
         max_distance,

@@ -3,7 +3,7 @@
 use ndarray::{Array, ArrayRef, Dimension};
 
 use super::nearest::{Need, Pair, two_nearest_pairs};
-use super::{Connectivity, check_spacing, label_components};
+use super::{Connectivity, check_spacing, label_components, row_major};
 use crate::error::check_param;
 use crate::kernel::math::exp_f64;
 use crate::{Error, Float, Result};
@@ -259,15 +259,8 @@ impl UNetWeights {
     ) -> Result<Array<A, D>> {
         let spacing = self.check(labels.ndim())?;
         let n = labels.len();
-        // Row-major labels, borrowed when the array is in standard layout.
-        let copy: Vec<u32>;
-        let flat: &[u32] = match labels.as_slice() {
-            Some(s) => s,
-            None => {
-                copy = labels.iter().copied().collect();
-                &copy
-            }
-        };
+        let flat = row_major(labels);
+        let flat: &[u32] = &flat;
         // Class sizes and whether two distinct instances exist, in one pass
         // unless the count is known and the weights need no sizes.
         let (mut foreground, mut two) = (0usize, count.map(|c| c >= 2));
