@@ -37,7 +37,7 @@ pub(crate) struct Envelope {
     v: Vec<f64>,
     /// `f(v) + h²·v²` of each parabola.
     g: Vec<f64>,
-    /// `f(v)` of each parabola; the copy of the line for the direct search.
+    /// `f(v)` of each parabola.
     f: Vec<f64>,
     /// The line between [`PAD`] `+∞` on each side, for the windowed search.
     padded: Vec<f64>,
