@@ -357,6 +357,48 @@ pub(crate) fn lanes_sum<A: Float>(values: &[A]) -> f64 {
     sum_lanes(&lanes)
 }
 
+/// Scratch for the `K` sums of `term(a, b)` over two short runs (a softmax
+/// tile's class runs): the terms are written to `K` buffers in one
+/// element-wise loop, then each buffer is summed by [`lanes_sum`]. Summed
+/// in one pass, LLVM's SLP vectoriser packed the `K` quantities of one
+/// element into a vector instead of [`LANES`] elements of one quantity:
+/// scalar code with spills, a third of multi-class Dice's first pass.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSums<A, const K: usize> {
+    terms: [Vec<A>; K],
+}
+
+impl<A: Float, const K: usize> RunSums<A, K> {
+    /// Scratch for runs of up to `len` elements.
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            terms: std::array::from_fn(|_| vec![A::zero(); len]),
+        }
+    }
+
+    /// The `K` sums of `term(a, b)` over the runs (cut to the shortest of
+    /// `a`, `b` and the scratch), in `f64`.
+    #[inline(always)]
+    pub(crate) fn sums(&mut self, a: &[A], b: &[A], term: impl Fn(A, A) -> [A; K]) -> [f64; K] {
+        let n = a
+            .len()
+            .min(b.len())
+            .min(self.terms.first().map_or(0, Vec::len));
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut terms = self.terms.each_mut().map(|t| &mut t[..n]);
+        for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
+            for (t, v) in terms.iter_mut().zip(term(x, y)) {
+                t[j] = v;
+            }
+        }
+        let mut out = [0.0; K];
+        for (o, t) in out.iter_mut().zip(terms) {
+            *o = lanes_sum(t);
+        }
+        out
+    }
+}
+
 /// Whether every value is finite (see [`all_accepted`]).
 #[inline(always)]
 pub(crate) fn all_finite<A: Float>(values: &[A]) -> bool {

@@ -16,8 +16,8 @@ use ndarray::{ArrayRef, Axis, Dimension, Zip};
 use super::math::Logistic;
 use super::softmax::{self, Chain, Softmax};
 use super::{
-    ChunkedSum, Domain, all_accepted, blocked_sum, blocked_sum_write, common_slices, finite,
-    grad_matches, zip_sum, zip_sum_write,
+    ChunkedSum, Domain, RunSums, all_accepted, blocked_sum, blocked_sum_write, common_slices,
+    finite, grad_matches, zip_sum, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -260,6 +260,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
+        let mut run_sums = RunSums::new(softmax::tile(classes));
         softmax::walk(
             input,
             target,
@@ -275,12 +276,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
                     // of a short three-operand run keeps it from vectorising.
                     ok &= all_accepted(x, |x| domain.accepts(x, A::zero()));
                     ok &= all_accepted(y, |y| domain.accepts(A::zero(), y));
-                    let (s, _) = zip_sum(
-                        p,
-                        y,
-                        #[inline(always)]
-                        |p, y| (term(p, y), true),
-                    );
+                    let s = run_sums.sums(p, y, &term);
                     if let Some(g) = layout.group(b.n, c) {
                         add(&mut out[g], s);
                     }
