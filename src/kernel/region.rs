@@ -268,7 +268,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
             None,
             #[inline(always)]
             |b| {
-                sm.compute(&b.x);
+                sm.compute_p(&b.x);
                 let mut ok = true;
                 for c in 0..b.classes {
                     let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
@@ -380,7 +380,7 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
             Some(grad),
             #[inline(always)]
             |mut b| {
-                sm.compute(&b.x);
+                sm.compute_p(&b.x);
                 for c in 0..b.classes {
                     let buffer = chain.dp_mut(c, b.len);
                     match layout.group(b.n, c).map(|g| &coefficients[g]) {

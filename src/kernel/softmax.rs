@@ -202,10 +202,24 @@ impl<A: Float> Softmax<A> {
         }
     }
 
-    /// Computes the softmax of the tile `x` (all classes at each position),
-    /// shifted by the per-position maximum so that every `exp` is `≤ 1`.
+    /// Computes the softmax of the tile `x` (all classes at each position)
+    /// and its log-sum-exp ([`Softmax::lse`]).
     #[inline(always)]
     pub(crate) fn compute(&mut self, x: &Planes<'_, A>) {
+        self.fill(x, true);
+    }
+
+    /// As [`Softmax::compute`], without the log-sum-exp (one `ln` per
+    /// position less, for the losses that only use `p`).
+    #[inline(always)]
+    pub(crate) fn compute_p(&mut self, x: &Planes<'_, A>) {
+        self.fill(x, false);
+    }
+
+    /// The softmax of the tile `x`, shifted by the per-position maximum so
+    /// that every `exp` is `≤ 1`; with `lse`, also the log-sum-exp.
+    #[inline(always)]
+    fn fill(&mut self, x: &Planes<'_, A>, lse: bool) {
         let len = x.len;
         let max = &mut self.max[..len];
         max.copy_from_slice(x.class(0));
@@ -229,12 +243,12 @@ impl<A: Float> Softmax<A> {
                 *s += p;
             }
         }
-        for ((l, s), &m) in self.lse[..len]
-            .iter_mut()
-            .zip(sum.iter_mut())
-            .zip(max.iter())
-        {
-            *l = m + s.fast_ln();
+        if lse {
+            for ((l, &s), &m) in self.lse[..len].iter_mut().zip(sum.iter()).zip(max.iter()) {
+                *l = m + s.fast_ln();
+            }
+        }
+        for s in sum.iter_mut() {
             *s = A::one() / *s;
         }
         for c in 0..self.classes {
@@ -251,7 +265,7 @@ impl<A: Float> Softmax<A> {
         &self.p[c * self.tile..][..len]
     }
 
-    /// The log-sum-exp at the tile's positions.
+    /// The log-sum-exp at the tile's positions (after [`Softmax::compute`]).
     #[inline(always)]
     pub(crate) fn lse(&self, len: usize) -> &[A] {
         &self.lse[..len]
