@@ -369,21 +369,23 @@ pub(crate) struct RunSums<A, const K: usize> {
 }
 
 impl<A: Float, const K: usize> RunSums<A, K> {
-    /// Scratch for runs of up to `len` elements.
+    /// Scratch for runs of up to `len` elements (it grows for longer ones).
     pub(crate) fn new(len: usize) -> Self {
         Self {
             terms: std::array::from_fn(|_| vec![A::zero(); len]),
         }
     }
 
-    /// The `K` sums of `term(a, b)` over the runs (cut to the shortest of
-    /// `a`, `b` and the scratch), in `f64`.
+    /// The `K` sums of `term(a, b)` over the runs (the longer one cut to
+    /// the shorter), in `f64`. The scratch grows if a run is longer.
     #[inline(always)]
     pub(crate) fn sums(&mut self, a: &[A], b: &[A], term: impl Fn(A, A) -> [A; K]) -> [f64; K] {
-        let n = a
-            .len()
-            .min(b.len())
-            .min(self.terms.first().map_or(0, Vec::len));
+        let n = a.len().min(b.len());
+        for t in &mut self.terms {
+            if t.len() < n {
+                t.resize(n, A::zero());
+            }
+        }
         let (a, b) = (&a[..n], &b[..n]);
         let mut terms = self.terms.each_mut().map(|t| &mut t[..n]);
         for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
