@@ -14,6 +14,10 @@
 //!   50 / 200 / 800 cells, on 2048² with 1000 / 4000 cells, and on a
 //!   172×448 "text scan" with about 200 letters.
 //!
+//! With the `rayon` feature, the group `edt_parallel` times `distance_to`
+//! on the masks of `edt_2d` and `edt_3d` on thread pools of 1 and 2
+//! threads (`cargo bench --bench distance --features rayon -- edt_parallel`).
+//!
 //! Run with `cargo bench --bench distance`; criterion reports the throughput
 //! in elements (pixels or voxels) per second. Cells are ellipses with random
 //! centres, radii `(0.3..0.45)·√(area / cells)` and aspect ratios
@@ -78,6 +82,72 @@ fn edt_3d(c: &mut Criterion) {
         group.bench_function(format!("{name}/spacing_2x0.7x0.7"), |b| {
             b.iter(|| distance_to(black_box(&mask), Some(&[2.0, 0.7, 0.7])).unwrap())
         });
+    }
+    group.finish();
+}
+
+/// The `rayon` feature's speed-up: `distance_to` on the 2048² and 128³
+/// masks above, unit and anisotropic spacing, on thread pools of 1 and 2
+/// threads.
+#[cfg(feature = "rayon")]
+fn edt_parallel(c: &mut Criterion) {
+    let (n, m) = (2048, 128);
+    let cases = [
+        (
+            "2d_random_0.5",
+            random((n, n), 0.5, 1).into_dyn(),
+            [1.0, 0.7].as_slice(),
+        ),
+        (
+            "2d_random_0.01",
+            random((n, n), 0.01, 2).into_dyn(),
+            &[1.0, 0.7],
+        ),
+        (
+            "2d_random_0.0001",
+            random((n, n), 0.0001, 3).into_dyn(),
+            &[1.0, 0.7],
+        ),
+        (
+            "2d_cells_4000",
+            cells(n, n, 4000, 4).into_dyn(),
+            &[1.0, 0.7],
+        ),
+        (
+            "3d_random_0.5",
+            random((m, m, m), 0.5, 5).into_dyn(),
+            &[2.0, 0.7, 0.7],
+        ),
+        (
+            "3d_random_0.01",
+            random((m, m, m), 0.01, 6).into_dyn(),
+            &[2.0, 0.7, 0.7],
+        ),
+        (
+            "3d_balls_300",
+            balls(m, 300, 7).into_dyn(),
+            &[2.0, 0.7, 0.7],
+        ),
+    ];
+    let pools = [1, 2].map(|threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        (threads, pool)
+    });
+    let mut group = group(c, "edt_parallel", 2);
+    for (name, mask, spacing) in &cases {
+        group.throughput(Throughput::Elements(mask.len() as u64));
+        for (label, spacing) in [("unit", None), ("spacing", Some(*spacing))] {
+            // 1 and 2 threads one after the other, so that both see the
+            // same load on a shared machine.
+            for (threads, pool) in &pools {
+                group.bench_function(format!("{name}/{label}/{threads}"), |b| {
+                    b.iter(|| pool.install(|| distance_to(black_box(mask), spacing).unwrap()))
+                });
+            }
+        }
     }
     group.finish();
 }
@@ -148,5 +218,7 @@ fn main() {
     label(&mut c);
     nearest(&mut c);
     unet(&mut c);
+    #[cfg(feature = "rayon")]
+    edt_parallel(&mut c);
     c.final_summary();
 }
