@@ -561,7 +561,8 @@ fn squared(s: u32, h2: f64) -> f64 {
 /// to `y` as `L`, so within `R` too). So every `d2 <= R` that `need` asks
 /// for is exact, with the `d1` beside it; elsewhere `d2` is `+∞`, and a
 /// `d1` above `R` may be `+∞` too. `spacing` has two finite positive steps,
-/// `max_distance` is `>= 0` or `+∞`.
+/// `max_distance` is `>= 0` or `+∞`; `n0 < u32::MAX`, so that no count of
+/// steps along axis 0 reaches the `u32::MAX` that stands for none.
 pub(crate) fn two_nearest_rows(
     labels: &[u32],
     [n0, n1]: [usize; 2],

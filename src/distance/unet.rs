@@ -330,8 +330,8 @@ impl UNetWeights {
         let shape = labels.shape();
         match (shape, &spacing[..]) {
             // 2-D (with rows to sweep): a row at a time, its weights while
-            // its pairs are in cache.
-            (&[n0, n1], &[h0, h1]) if n1 > 1 => {
+            // its pairs are in cache. Its column counts are `u32`.
+            (&[n0, n1], &[h0, h1]) if n1 > 1 && n0 < u32::MAX as usize => {
                 two_nearest_rows(flat, [n0, n1], [h0, h1], reach, everywhere, |r, p| {
                     let at = r * n1;
                     fill(&mut data[at..at + n1], &flat[at..at + n1], p);
