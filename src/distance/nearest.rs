@@ -471,21 +471,191 @@ fn first_axis(labels: &[u32], data: &mut [Pair], n0: usize, inner: usize, h2: f6
     {
         for ((&label, o), s) in row.iter().zip(out.iter_mut()).zip(state.iter_mut()) {
             step(s, label);
-            let (fore, back) = (*o, *s);
-            let first = fore.d1 <= back.d1;
-            let (win, lose) = if first { (fore, back) } else { (back, fore) };
-            let distinct = lose.l1 != win.l1;
-            let od = if distinct { lose.d1 } else { lose.d2 };
-            let ol = if distinct { lose.l1 } else { lose.l2 };
-            let own = win.d2 <= od;
-            let d2 = if own { win.d2 } else { od };
-            *o = Pair {
-                d1: h2 * (win.d1 * win.d1),
-                d2: h2 * (d2 * d2),
-                l1: win.l1,
-                l2: if own { win.l2 } else { ol },
-            };
+            *o = merge(*o, *s, h2);
         }
+    }
+}
+
+/// The pairs of an element along axis 0 from the forward and backward scan
+/// states (in steps) that meet there: the better first pair (the forward
+/// one on ties), then the better of its own second and the other side's
+/// best pair with another label, squared and times `h2`.
+#[inline(always)]
+fn merge(fore: Pair, back: Pair, h2: f64) -> Pair {
+    let first = fore.d1 <= back.d1;
+    let (win, lose) = if first { (fore, back) } else { (back, fore) };
+    let distinct = lose.l1 != win.l1;
+    let od = if distinct { lose.d1 } else { lose.d2 };
+    let ol = if distinct { lose.l1 } else { lose.l2 };
+    let own = win.d2 <= od;
+    let d2 = if own { win.d2 } else { od };
+    Pair {
+        d1: h2 * (win.d1 * win.d1),
+        d2: h2 * (d2 * d2),
+        l1: win.l1,
+        l2: if own { win.l2 } else { ol },
+    }
+}
+
+/// Per-column scan states along axis 0 (see [`step`]) in whole steps,
+/// `u32::MAX` for none, as one array per field so that the scans
+/// vectorise.
+struct Scan {
+    d1: Vec<u32>,
+    d2: Vec<u32>,
+    l1: Vec<u32>,
+    l2: Vec<u32>,
+}
+
+impl Scan {
+    fn new(n: usize) -> Self {
+        Scan {
+            d1: vec![u32::MAX; n],
+            d2: vec![u32::MAX; n],
+            l1: vec![0; n],
+            l2: vec![0; n],
+        }
+    }
+
+    /// [`step`] on every column over the row `labels`, in whole steps.
+    #[inline(always)]
+    fn step(&mut self, labels: &[u32]) {
+        let n = labels.len();
+        let (d1, d2) = (&mut self.d1[..n], &mut self.d2[..n]);
+        let (l1, l2) = (&mut self.l1[..n], &mut self.l2[..n]);
+        for i in 0..n {
+            let label = labels[i];
+            let site = label != 0;
+            let new = site & (l1[i] != label);
+            let up1 = d1[i].saturating_add(1);
+            let up2 = d2[i].saturating_add(1);
+            d2[i] = if new { up1 } else { up2 };
+            l2[i] = if new { l1[i] } else { l2[i] };
+            d1[i] = if site { 0 } else { up1 };
+            l1[i] = if site { label } else { l1[i] };
+        }
+    }
+}
+
+/// `h2·s²` for `s` whole steps, `+∞` for none (as the `f64` counts of
+/// [`first_axis`] give it).
+#[inline(always)]
+fn squared(s: u32, h2: f64) -> f64 {
+    let f = s as f64;
+    if s == u32::MAX {
+        f64::INFINITY
+    } else {
+        h2 * (f * f)
+    }
+}
+
+/// [`two_nearest_pairs`] for the weight map of a 2-D `labels` of shape
+/// `[n0, n1]`, one row at a time: `each(r, pairs)` receives the final pairs
+/// of row `r`, last row first, while they are still in cache; nothing
+/// holds the pairs of the whole array.
+///
+/// Only values up to the cut-off `R` are kept, on every pass: a value at
+/// most `R` only ever comes from values at most `R` (distances only grow
+/// along a pass), and the argument of the module doc holds among those
+/// alone (the two labels that hide a label `L` at `y` are at least as close
+/// to `y` as `L`, so within `R` too). So every `d2 <= R` that `need` asks
+/// for is exact, with the `d1` beside it; elsewhere `d2` is `+∞`, and a
+/// `d1` above `R` may be `+∞` too. `spacing` has two finite positive steps,
+/// `max_distance` is `>= 0` or `+∞`; `n0 < u32::MAX`, so that no count of
+/// steps along axis 0 reaches the `u32::MAX` that stands for none.
+pub(crate) fn two_nearest_rows(
+    labels: &[u32],
+    [n0, n1]: [usize; 2],
+    [h0, h]: [f64; 2],
+    max_distance: f64,
+    everywhere: bool,
+    mut each: impl FnMut(usize, &[Pair]),
+) {
+    if n0 == 0 || n1 == 0 || labels.len() < n0 * n1 {
+        return;
+    }
+    // As in `two_nearest_pairs`.
+    let reach = max_distance * (1.0 + 1e-9);
+    let cut = reach * reach;
+    let h02 = h0 * h0;
+    let steps = (reach / h).floor();
+    let w = if steps < n1 as f64 {
+        steps as usize
+    } else {
+        n1
+    };
+    // The forward states of each row, its four fields one after the other.
+    let mut fore = vec![0u32; 4 * n0 * n1];
+    let mut scan = Scan::new(n1);
+    crate::kernel::dispatch::run(
+        #[inline(always)]
+        || {
+            for (row, f) in labels.chunks_exact(n1).zip(fore.chunks_exact_mut(4 * n1)) {
+                scan.step(row);
+                let (a, rest) = f.split_at_mut(n1);
+                let (b, rest) = rest.split_at_mut(n1);
+                let (c, d) = rest.split_at_mut(n1);
+                a.copy_from_slice(&scan.d1);
+                b.copy_from_slice(&scan.d2);
+                c.copy_from_slice(&scan.l1);
+                d.copy_from_slice(&scan.l2);
+            }
+        },
+    );
+    let mut back = Scan::new(n1);
+    let mut input = vec![Pair::NONE; n1];
+    let mut scratch = Scratch::new(n1);
+    let need = Need::Border { everywhere };
+    let mut out = vec![Pair::NONE; n1];
+    for (r, (row, f)) in labels
+        .chunks_exact(n1)
+        .zip(fore.chunks_exact(4 * n1))
+        .enumerate()
+        .take(n0)
+        .rev()
+    {
+        let (fd1, rest) = f.split_at(n1);
+        let (fd2, rest) = rest.split_at(n1);
+        let (fl1, fl2) = rest.split_at(n1);
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || {
+                back.step(row);
+                // The merge of `merge`, on the fields, then `below`.
+                for i in 0..n1 {
+                    let (bd1, bd2, bl1, bl2) = (back.d1[i], back.d2[i], back.l1[i], back.l2[i]);
+                    let first = fd1[i] <= bd1;
+                    let (wd1, wd2) = if first { (fd1[i], fd2[i]) } else { (bd1, bd2) };
+                    let (wl1, wl2) = if first { (fl1[i], fl2[i]) } else { (bl1, bl2) };
+                    let (sd1, sd2) = if first { (bd1, bd2) } else { (fd1[i], fd2[i]) };
+                    let (sl1, sl2) = if first { (bl1, bl2) } else { (fl1[i], fl2[i]) };
+                    let distinct = sl1 != wl1;
+                    let od = if distinct { sd1 } else { sd2 };
+                    let ol = if distinct { sl1 } else { sl2 };
+                    let own = wd2 <= od;
+                    let (e1, e2) = (squared(wd1, h02), squared(if own { wd2 } else { od }, h02));
+                    let (far1, far2) = (e1 > cut, e2 > cut);
+                    let e2 = if far2 | far1 { f64::INFINITY } else { e2 };
+                    let e1 = if far1 { f64::INFINITY } else { e1 };
+                    let k1 = if far1 { 0 } else { wl1 };
+                    let k2 = if far2 | far1 {
+                        0
+                    } else if own {
+                        wl2
+                    } else {
+                        ol
+                    };
+                    input[i] = Pair {
+                        d1: e1,
+                        d2: e2,
+                        l1: k1,
+                        l2: k2,
+                    };
+                }
+            },
+        );
+        line_pass(&input, &mut out, h, cut, w, need, &mut scratch);
+        each(r, &out);
     }
 }
 
@@ -540,7 +710,7 @@ pub(crate) fn two_nearest_pairs(
 
 #[cfg(test)]
 mod tests {
-    use super::{Need, Pair, Scratch, first_axis, line_pass};
+    use super::{Need, Pair, Scratch, first_axis, line_pass, two_nearest_rows};
     use proptest::prelude::*;
 
     /// The two best distinct-label values of every `x` from `line`, by brute
@@ -634,6 +804,62 @@ mod tests {
                     if p.d2 < f64::INFINITY {
                         prop_assert!(p.l2 != p.l1 && p.l2 != 0);
                     }
+                }
+            }
+        }
+
+        /// The row-at-a-time sweep of the weight map against brute force
+        /// over whole 2-D images: every `d2` within the cut-off that the
+        /// map needs (and the `d1` beside it) exact, none beyond.
+        #[test]
+        fn rows_match_brute_force(
+            (n0, n1, labels) in (1usize..12, 1usize..40).prop_flat_map(|(n0, n1)| {
+                (Just(n0), Just(n1), prop::collection::vec(
+                    prop_oneof![4 => Just(0u32), 1 => 1u32..5], n0 * n1))
+            }),
+            unit in any::<bool>(),
+            h in (0.3f64..3.0, 0.3f64..3.0),
+            max in prop_oneof![Just(f64::INFINITY), 0.5f64..12.0],
+            everywhere in any::<bool>(),
+        ) {
+            let (h0, h1) = if unit { (1.0, 1.0) } else { h };
+            let reach = max * (1.0 + 1e-9);
+            let cut = reach * reach;
+            let mut got = vec![Pair::NONE; n0 * n1];
+            let mut seen = vec![false; n0];
+            two_nearest_rows(&labels, [n0, n1], [h0, h1], max, everywhere, |r, p| {
+                got[r * n1..(r + 1) * n1].copy_from_slice(p);
+                seen[r] = true;
+            });
+            prop_assert!(seen.iter().all(|&s| s));
+            for (x, (o, &own)) in got.iter().zip(&labels).enumerate() {
+                let (r, c) = (x / n1, x % n1);
+                let mut per: Vec<(u32, f64)> = Vec::new();
+                for (y, &l) in labels.iter().enumerate() {
+                    if l == 0 {
+                        continue;
+                    }
+                    let (dr, dc) = (r as f64 - (y / n1) as f64, c as f64 - (y % n1) as f64);
+                    let d = h0 * h0 * (dr * dr) + h1 * h1 * (dc * dc);
+                    match per.iter_mut().find(|(k, _)| *k == l) {
+                        Some(e) => e.1 = e.1.min(d),
+                        None => per.push((l, d)),
+                    }
+                }
+                per.sort_by(|a, b| a.1.total_cmp(&b.1));
+                let at = |i: usize| per.get(i).map_or(f64::INFINITY, |e| e.1);
+                let (e1, e2) = (at(0), at(1));
+                let close = |a: f64, b: f64| a == b || (a - b).abs() <= 1e-12 * b.max(1.0);
+                let wanted = e2 < f64::INFINITY && e2 <= cut && (everywhere || own == 0);
+                if o.d2 < f64::INFINITY {
+                    prop_assert!(wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x}: {} unwanted ({e2})", o.d2);
+                    prop_assert!(close(o.d2, e2), "d2 at {x}: {} vs {e2}", o.d2);
+                    prop_assert!(close(o.d1, e1), "d1 at {x}: {} vs {e1}", o.d1);
+                    if unit {
+                        prop_assert!(o.d1 == e1 && o.d2 == e2);
+                    }
+                } else {
+                    prop_assert!(!wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x} missing: {e2}");
                 }
             }
         }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array, ArrayRef, Dimension};
 
-use super::nearest::{Need, Pair, two_nearest_pairs};
+use super::nearest::{Need, Pair, two_nearest_pairs, two_nearest_rows};
 use super::{Connectivity, check_spacing, label_components, row_major};
 use crate::error::check_param;
 use crate::kernel::math::exp_f64;
@@ -320,52 +320,84 @@ impl UNetWeights {
         let need = Need::Border {
             everywhere: self.border_everywhere,
         };
-        let pairs = two_nearest_pairs(flat, labels.shape(), &spacing, reach, need);
         let scale = -1.0 / (2.0 * self.sigma * self.sigma);
         let (w0, everywhere) = (self.w0, self.border_everywhere);
-        // Row-major like `flat` and `pairs`.
+        let fill = |w: &mut [A], l: &[u32], p: &[Pair]| {
+            fill_weights(w, l, p, [wc_bg, wc_fg], w0, scale, everywhere);
+        };
+        // Row-major like `flat`.
         let mut data = vec![bg; n];
-        let slice = &mut data[..];
-        // Where the sweep kept no d2 the term is below 1e-6·w0 or does not
-        // apply. The exponentials are taken a chunk at a time in a loop of
-        // their own, without branches, so that it vectorises; chunks where
-        // no element keeps a term (inside instances, far background) skip
-        // it.
-        const CHUNK: usize = 64;
-        let mut arg = [0.0f64; CHUNK];
-        let keep = |l: u32, p: &Pair| p.d2 < f64::INFINITY && (everywhere || l == 0);
-        for ((w, l), p) in slice
-            .chunks_mut(CHUNK)
-            .zip(flat.chunks(CHUNK))
-            .zip(pairs.chunks(CHUNK))
-        {
-            let mut any = false;
-            for ((a, &l), p) in arg.iter_mut().zip(l).zip(p) {
-                let s = p.d1.sqrt() + p.d2.sqrt();
-                // Clamped so that the exponential never goes subnormal
-                // (slow on most CPUs); such arguments are dropped below.
-                *a = (scale * s * s).max(-700.0);
-                any |= keep(l, p);
+        let shape = labels.shape();
+        match (shape, &spacing[..]) {
+            // 2-D (with rows to sweep): a row at a time, its weights while
+            // its pairs are in cache. Its column counts are `u32`.
+            (&[n0, n1], &[h0, h1]) if n1 > 1 && n0 < u32::MAX as usize => {
+                two_nearest_rows(flat, [n0, n1], [h0, h1], reach, everywhere, |r, p| {
+                    let at = r * n1;
+                    fill(&mut data[at..at + n1], &flat[at..at + n1], p);
+                });
             }
-            if !any {
-                for (w, &l) in w.iter_mut().zip(l) {
-                    *w = if l == 0 { bg } else { fg };
-                }
-                continue;
-            }
-            for a in arg.iter_mut() {
-                *a = exp_f64(*a);
-            }
-            for (((w, &l), p), &e) in w.iter_mut().zip(l).zip(p).zip(&arg) {
-                let wc = if l == 0 { wc_bg } else { wc_fg };
-                let term = if keep(l, p) { w0 * e } else { 0.0 };
-                *w = A::from_f64(wc + term);
-            }
+            _ => fill(
+                &mut data,
+                flat,
+                &two_nearest_pairs(flat, shape, &spacing, reach, need),
+            ),
         }
         Array::from_shape_vec(labels.raw_dim(), data).map_err(|_| Error::BadShape {
             operand: "labels",
             shape: labels.shape().to_vec(),
             requirement: "a shape whose element count fits in memory",
         })
+    }
+}
+
+/// The weights of the elements with labels `l` and pairs `p` into `w`: the
+/// class weight `wc[0]` (background) or `wc[1]`, plus `w0·exp(scale·(d1 +
+/// d2)²)` where the sweep kept a `d2` and the term applies.
+fn fill_weights<A: Float>(
+    w: &mut [A],
+    l: &[u32],
+    p: &[Pair],
+    [wc_bg, wc_fg]: [f64; 2],
+    w0: f64,
+    scale: f64,
+    everywhere: bool,
+) {
+    let (bg, fg) = (A::from_f64(wc_bg), A::from_f64(wc_fg));
+    // Where the sweep kept no d2 the term is below 1e-6·w0 or does not
+    // apply. The exponentials are taken a chunk at a time in a loop of
+    // their own, without branches, so that it vectorises; chunks where
+    // no element keeps a term (inside instances, far background) skip
+    // it.
+    const CHUNK: usize = 64;
+    let mut arg = [0.0f64; CHUNK];
+    let keep = |l: u32, p: &Pair| p.d2 < f64::INFINITY && (everywhere || l == 0);
+    for ((w, l), p) in w
+        .chunks_mut(CHUNK)
+        .zip(l.chunks(CHUNK))
+        .zip(p.chunks(CHUNK))
+    {
+        let mut any = false;
+        for ((a, &l), p) in arg.iter_mut().zip(l).zip(p) {
+            let s = p.d1.sqrt() + p.d2.sqrt();
+            // Clamped so that the exponential never goes subnormal
+            // (slow on most CPUs); such arguments are dropped below.
+            *a = (scale * s * s).max(-700.0);
+            any |= keep(l, p);
+        }
+        if !any {
+            for (w, &l) in w.iter_mut().zip(l) {
+                *w = if l == 0 { bg } else { fg };
+            }
+            continue;
+        }
+        for a in arg.iter_mut() {
+            *a = exp_f64(*a);
+        }
+        for (((w, &l), p), &e) in w.iter_mut().zip(l).zip(p).zip(&arg) {
+            let wc = if l == 0 { wc_bg } else { wc_fg };
+            let term = if keep(l, p) { w0 * e } else { 0.0 };
+            *w = A::from_f64(wc + term);
+        }
     }
 }
