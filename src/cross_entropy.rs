@@ -5,8 +5,8 @@ use ndarray::{ArrayRef, Dimension};
 
 use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
-use crate::kernel::softmax::{self, Softmax, TILE};
-use crate::kernel::{Domain, all_accepted, all_finite, lanes_sum, weight_ok};
+use crate::kernel::softmax::{self, Faults, L, LaneSum, Softmax};
+use crate::kernel::{Domain, finite, weight_ok};
 use crate::loss::{check_class_weights, non_empty, param_as, same_shape};
 use crate::{Error, Float, Input, Loss, Reduction, Result};
 
@@ -218,96 +218,106 @@ impl CrossEntropy {
         let scale = grad_scale::<A>(self.reduction, positions);
 
         let mut sm = Softmax::<A>::new(classes);
-        let tile = softmax::tile(classes);
-        let mut a = vec![A::zero(); classes * tile];
-        let mut a_sum = [A::zero(); TILE];
-        // Per-position partial losses of a tile, summed over its classes.
-        let mut partial = [A::zero(); TILE];
+        // `a_c = w_c·y'_c·m` (m the element's weight) per class lane.
+        let mut a = vec![[A::zero(); L]; classes];
+        let mut sum = LaneSum::new();
+        let mut faults = Faults::new();
         let mut total = 0.0;
         let ok = softmax::walk(
             input,
             target,
             weights,
             grad,
-            // Every loop below is element-wise over a tile's run of
-            // positions, which the loop vectoriser handles; the reductions
-            // (over classes per position, then over the tile in `f64`) and
-            // the validation counts are written so that nothing folds a
-            // float or a `bool` across the positions of a run.
+            // Every loop below runs over the `L` positions of a chunk, with
+            // per-position reductions over the classes: nothing folds a
+            // float or a `bool` across positions until the end of a tile.
             #[inline(always)]
-            |mut b| {
-                let len = b.len;
-                let mut ok = true;
+            |ch| {
                 if !probabilities {
-                    sm.compute(&b.x);
+                    sm.compute(ch.x);
                 }
-                let a_sum = &mut a_sum[..len];
-                let partial = &mut partial[..len];
-                a_sum.fill(A::zero());
-                partial.fill(A::zero());
+                let a = &mut a[..];
+                let mut a_sum = [A::zero(); L];
+                let mut partial = [A::zero(); L];
+                let lse = *sm.lse();
                 for (c, &wc) in class_weights.iter().enumerate() {
-                    let (x, y) = (b.x.class(c), b.y.class(c));
-                    ok &= all_accepted(x, |x| domain.accepts(x, A::zero()));
-                    ok &= all_accepted(y, |y| domain.accepts(A::zero(), y));
-                    let ac = &mut a[c * tile..][..len];
-                    match &b.w {
-                        Some(w) => {
-                            for ((a, &y), &m) in ac.iter_mut().zip(y).zip(w.class(c)) {
-                                *a = wc * (keep * y + spread) * m;
-                            }
-                            ok &= all_accepted(w.class(c), weight_ok);
-                        }
-                        None => {
-                            for (a, &y) in ac.iter_mut().zip(y) {
-                                *a = wc * (keep * y + spread);
-                            }
+                    let (x, y) = (ch.x.get(c), ch.y.get(c));
+                    if probabilities {
+                        faults.check2(x, y, |x, y| domain.accepts(x, y));
+                    } else {
+                        // A logit that is not finite makes the loss or the
+                        // gradient so, which the checks after the walk see.
+                        faults.check(y, |y| (y >= A::zero()) & (y <= A::one()));
+                    }
+                    let mut ac = [A::zero(); L];
+                    for k in 0..L {
+                        ac[k] = wc * (keep * y[k] + spread);
+                    }
+                    if let Some(w) = ch.w {
+                        let w = w.get(c);
+                        faults.check(w, weight_ok);
+                        for k in 0..L {
+                            ac[k] *= w[k];
                         }
                     }
-                    let ac = &*ac;
+                    let mut log_p = [A::zero(); L];
                     if probabilities {
-                        for ((l, &a), &x) in partial.iter_mut().zip(ac).zip(x) {
-                            *l -= a * x.max(eps).fast_ln();
+                        for k in 0..L {
+                            log_p[k] = x[k].max(eps).fast_ln();
                         }
                     } else {
-                        for (((l, &a), &lse), &x) in
-                            partial.iter_mut().zip(ac).zip(sm.lse(len)).zip(x)
-                        {
-                            *l += a * (lse - x);
+                        for k in 0..L {
+                            log_p[k] = x[k] - lse[k];
                         }
                     }
-                    for (t, &v) in a_sum.iter_mut().zip(ac.iter()) {
-                        *t += v;
+                    for k in 0..L {
+                        partial[k] -= ac[k] * log_p[k];
+                        a_sum[k] += ac[k];
                     }
+                    a[c] = ac;
                 }
-                total += lanes_sum(partial);
-                if let Some(g) = b.g.as_mut() {
-                    for c in 0..classes {
-                        let ac = &a[c * tile..][..len];
-                        let gc = g.class(c);
+                ch.trim(&mut partial);
+                sum.add(&partial);
+                if let Some(mut g) = ch.g {
+                    for (c, ac) in a.iter().enumerate() {
+                        let x = ch.x.get(c);
+                        let mut v = [A::zero(); L];
                         if probabilities {
-                            for ((g, &a), &x) in gc.iter_mut().zip(ac).zip(b.x.class(c)) {
-                                *g = if x >= eps { -scale * a / x } else { A::zero() };
+                            for k in 0..L {
+                                v[k] = if x[k] >= eps {
+                                    -scale * ac[k] / x[k]
+                                } else {
+                                    A::zero()
+                                };
                             }
                         } else {
-                            for (((g, &a), &p), &t) in
-                                gc.iter_mut().zip(ac).zip(sm.p(c, len)).zip(a_sum.iter())
-                            {
-                                *g = scale * (p * t - a);
+                            let p = sm.p(c);
+                            for k in 0..L {
+                                v[k] = scale * (p[k] * a_sum[k] - ac[k]);
                             }
                         }
-                        ok &= all_finite(gc);
+                        faults.check(&v, finite);
+                        *g.get(c) = v;
                     }
                 }
-                ok
+                if ch.last {
+                    total += sum.take();
+                    faults.none()
+                } else {
+                    true
+                }
             },
         )?;
-        if !ok {
-            return Err(domain.diagnose(input, target, weights).unwrap_or(
-                Error::NonFiniteResult {
+        if !ok || !total.is_finite() {
+            if let Some(fault) = domain.diagnose(input, target, weights) {
+                return Err(fault);
+            }
+            if !ok {
+                return Err(Error::NonFiniteResult {
                     what: "an element of the gradient",
                     value: f64::INFINITY,
-                },
-            ));
+                });
+            }
         }
         reduce(self.reduction, total, positions)
     }

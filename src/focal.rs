@@ -7,8 +7,8 @@ use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
 use crate::kernel::math::Logistic;
 use crate::kernel::pixel::{self, Elementwise};
-use crate::kernel::softmax::{self, Chain, Softmax};
-use crate::kernel::{Domain, chunked_sum};
+use crate::kernel::softmax::{self, Faults, L, LaneSum, Softmax};
+use crate::kernel::{Domain, finite};
 use crate::loss::{non_empty, param_as, same_shape};
 use crate::{Error, Float, Input, Loss, Reduction, Result};
 
@@ -223,7 +223,8 @@ impl FocalLoss {
         let scale = grad_scale::<A>(self.reduction, input.len());
         let one = A::one();
         let mut sm = Softmax::<A>::new(classes);
-        let mut chain = Chain::<A>::new(classes);
+        let mut sum = LaneSum::new();
+        let mut faults = Faults::new();
         let mut total = 0.0;
         let ok = softmax::walk(
             input,
@@ -231,34 +232,45 @@ impl FocalLoss {
             None,
             grad,
             #[inline(always)]
-            |mut b| {
-                let len = b.len;
-                sm.compute(&b.x);
-                let lse = sm.lse(len);
-                let mut ok = true;
-                for c in 0..b.classes {
+            |mut ch| {
+                sm.compute(ch.x);
+                let lse = sm.lse();
+                let mut partial = [A::zero(); L];
+                for c in 0..classes {
                     let a = weight(c);
-                    let (x, y, p) = (b.x.class(c), b.y.class(c), sm.p(c, len));
-                    let (s, good) = chunked_sum(len, |j| {
-                        let log_p = x[j] - lse[j];
-                        let f = exponent.pow(one - p[j]);
-                        ([-a * f * y[j] * log_p], domain.accepts(x[j], y[j]))
-                    });
-                    total += s[0];
-                    ok &= good;
-                    if b.g.is_some() {
-                        for (j, g) in chain.dp_mut(c, len).iter_mut().enumerate() {
-                            let log_p = x[j] - lse[j];
-                            let q = one - p[j];
+                    let (x, y, p) = (ch.x.get(c), ch.y.get(c), sm.p(c));
+                    faults.check2(x, y, |x, y| domain.accepts(x, y));
+                    for k in 0..L {
+                        let log_p = x[k] - lse[k];
+                        partial[k] -= a * exponent.pow(one - p[k]) * y[k] * log_p;
+                    }
+                    if let Some(g) = ch.g.as_mut() {
+                        // `p_c·∂ℓ/∂p_c`, chained through the softmax below.
+                        let mut v = [A::zero(); L];
+                        for k in 0..L {
+                            let log_p = x[k] - lse[k];
+                            let q = one - p[k];
                             let ratio = if q > A::zero() { -log_p / q } else { one };
-                            *g = -scale * a * y[j] * exponent.pow(q) * (one + gamma * p[j] * ratio);
+                            v[k] =
+                                -scale * a * y[k] * exponent.pow(q) * (one + gamma * p[k] * ratio);
                         }
+                        *g.get(c) = v;
                     }
                 }
-                if let Some(g) = b.g.as_mut() {
-                    ok &= chain.write_scaled(&sm, len, g);
+                ch.trim(&mut partial);
+                sum.add(&partial);
+                if let Some(mut g) = ch.g {
+                    sm.chain_scaled(&mut g);
+                    for c in 0..classes {
+                        faults.check(g.get(c), finite);
+                    }
                 }
-                ok
+                if ch.last {
+                    total += sum.take();
+                    faults.none()
+                } else {
+                    true
+                }
             },
         )?;
         if !ok {

@@ -14,10 +14,10 @@
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::Logistic;
-use super::softmax::{self, Chain, Softmax};
+use super::softmax::{self, Faults, L, LaneSum, Softmax};
 use super::{
-    ChunkedSum, Domain, RunSums, all_accepted, blocked_sum, blocked_sum_write, common_slices,
-    finite, grad_matches, zip_sum, zip_sum_write,
+    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
+    zip_sum, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -260,28 +260,45 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
-        let mut run_sums = RunSums::new(softmax::tile(classes));
+        // Per class, the lane sums of the `K` terms.
+        let mut lane_sums = vec![[LaneSum::new(); K]; classes];
+        let mut faults = Faults::new();
         softmax::walk(
             input,
             target,
             None,
             None,
             #[inline(always)]
-            |b| {
-                sm.compute_p(&b.x);
-                let mut ok = true;
-                for c in 0..b.classes {
-                    let (p, y, x) = (sm.p(c, b.len), b.y.class(c), b.x.class(c));
-                    // Validated run by run: folding the check into the sums
-                    // of a short three-operand run keeps it from vectorising.
-                    ok &= all_accepted(x, |x| domain.accepts(x, A::zero()));
-                    ok &= all_accepted(y, |y| domain.accepts(A::zero(), y));
-                    let s = run_sums.sums(p, y, &term);
-                    if let Some(g) = layout.group(b.n, c) {
-                        add(&mut out[g], s);
+            |ch| {
+                sm.compute_p(ch.x);
+                for (c, sums) in lane_sums.iter_mut().enumerate() {
+                    let (p, y, x) = (sm.p(c), ch.y.get(c), ch.x.get(c));
+                    faults.check2(x, y, |x, y| domain.accepts(x, y));
+                    // One lane per term, written in one loop over the
+                    // positions (vectorised across positions, not across
+                    // the `K` terms of one position), then trimmed and added.
+                    let mut terms = [[A::zero(); L]; K];
+                    for k in 0..L {
+                        for (t, v) in terms.iter_mut().zip(term(p[k], y[k])) {
+                            t[k] = v;
+                        }
+                    }
+                    for (s, t) in sums.iter_mut().zip(&mut terms) {
+                        ch.trim(t);
+                        s.add(t);
                     }
                 }
-                ok
+                if ch.last {
+                    for (c, sums) in lane_sums.iter_mut().enumerate() {
+                        let s = sums.each_mut().map(|s| s.take());
+                        if let Some(g) = layout.group(ch.n, c) {
+                            add(&mut out[g], s);
+                        }
+                    }
+                    faults.none()
+                } else {
+                    true
+                }
             },
         )?
     } else if activation == Activation::Sigmoid {
@@ -372,32 +389,35 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
-        let mut chain = Chain::new(classes);
+        let mut faults = Faults::new();
         softmax::walk(
             input,
             target,
             None,
             Some(grad),
             #[inline(always)]
-            |mut b| {
-                sm.compute_p(&b.x);
-                for c in 0..b.classes {
-                    let buffer = chain.dp_mut(c, b.len);
-                    match layout.group(b.n, c).map(|g| &coefficients[g]) {
+            |ch| {
+                sm.compute_p(ch.x);
+                let Some(mut g) = ch.g else { return false };
+                for c in 0..classes {
+                    let gc = g.get(c);
+                    match layout.group(ch.n, c).map(|g| &coefficients[g]) {
                         Some(k) => {
-                            for ((d, &p), &y) in
-                                buffer.iter_mut().zip(sm.p(c, b.len)).zip(b.y.class(c))
-                            {
-                                *d = dp(p, y, k);
+                            let (p, y) = (sm.p(c), ch.y.get(c));
+                            let mut v = [A::zero(); L];
+                            for j in 0..L {
+                                v[j] = dp(p[j], y[j], k);
                             }
+                            *gc = v;
                         }
-                        None => buffer.fill(A::zero()),
+                        None => gc.fill(A::zero()),
                     }
                 }
-                match b.g.as_mut() {
-                    Some(g) => chain.write(&sm, b.len, g),
-                    None => false,
+                sm.chain(&mut g);
+                for c in 0..classes {
+                    faults.check(g.get(c), finite);
                 }
+                if ch.last { faults.none() } else { true }
             },
         )?
     } else if activation == Activation::Sigmoid {

@@ -3,32 +3,48 @@
 //!
 //! An `(N, C, S...)` array holds, at every position `(n, s)`, a class vector
 //! along axis 1. In standard layout each class plane of a sample is one
-//! contiguous block of `S = Π S_i` elements, so the walk visits each sample
-//! in tiles of up to [`TILE`] positions: for every class `c` the tile's
-//! values are one contiguous run of the plane `c`. A loss gets a [`Block`]
-//! (the tiles of input, target, weights and gradient at the same positions)
-//! and does its arithmetic on whole class runs, which keeps the inner loops
-//! branch-free and contiguous. Operands in any other layout are copied to
-//! standard layout first.
+//! contiguous block of `S = Π S_i` elements. The walk visits each sample in
+//! chunks of [`L`] positions: it copies the chunk's `C` class runs of every
+//! operand into small per-class lanes ([`Lane`], `[A; L]`), hands them to
+//! the loss as a [`Chunk`], and copies the gradient lanes the loss wrote back
+//! to the planes. A loss thus does all its arithmetic for a chunk (softmax,
+//! loss terms, gradient) on fixed-size arrays that stay in registers or L1,
+//! with loops of a constant trip count that vectorise and unroll, and every
+//! stream of every operand advances in step, which the hardware prefetchers
+//! follow. Operands in any other layout are copied to standard layout first.
+//!
+//! Why chunks, not tiles: the previous design ran each loss step as its own
+//! loop over tiles of 512 positions, with per-class scratch buffers. In
+//! cache it was as fast, but at 2^24 elements the loops with little
+//! arithmetic (the maximum, the validation) met each tile's first touch of
+//! memory on their own. Chunks of 64 positions were slower again than
+//! chunks of 16 (a prototype of cross-entropy at 2^24: 3.2–5.4 against
+//! 2.7–3.0 ns per element): the shorter the step of each stream, the
+//! better the prefetchers keep up. See BENCHMARKS.md for the measurements.
 
 use std::borrow::Cow;
 
 use ndarray::{ArrayRef, Dimension};
 
-use super::{all_finite, dispatch};
+use super::{LANES, dispatch, sum_lanes};
+use crate::kernel::math::select;
 use crate::{Error, Float, Result};
 
-/// The most positions per tile: long enough class runs (2 KiB of `f32`)
-/// for the prefetchers to follow the `C` planes of each operand at once
-/// (with 128 positions, cross-entropy at 2^24 elements ran half as fast).
-pub(crate) const TILE: usize = 512;
+// Every loop over a chunk's positions below (and in the losses) writes to
+// a local array that is then stored whole: a loop that writes straight into
+// a lane behind a reference, while reading others, is left scalar (after
+// inlining LLVM cannot tell that the lanes do not overlap).
 
-/// Positions per tile for `classes` classes: [`TILE`], fewer when the
-/// classes are many, so that a tile's per-class buffers (`C·tile` values
-/// each) stay within about 32 KiB of `f32`.
-pub(crate) fn tile(classes: usize) -> usize {
-    (8192 / classes.max(1)).clamp(16, TILE) / 16 * 16
-}
+/// Positions per chunk.
+pub(crate) const L: usize = 16;
+const _: () = assert!(L % LANES == 0, "LaneSum::take folds L lanes into LANES");
+
+/// One class's values at the positions of a chunk.
+pub(crate) type Lane<A> = [A; L];
+
+/// Positions per call of [`dispatch::run`]; also how often a loss flushes
+/// its element-type lane sums into `f64` ([`Chunk::last`]).
+const TILE: usize = 512;
 
 /// The `(N, C, S)` sizes of an `(N, C, ...)` shape: samples, classes and
 /// positions per sample.
@@ -43,54 +59,89 @@ pub(crate) fn dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// One tile of one operand: for class `c`, the values at the tile's
-/// positions are [`Planes::class`]`(c)`.
+/// The lanes of one operand at a chunk of positions: lane `c` is class
+/// `c`, `L` values at a stride of `stride` per class. A view straight into
+/// the operand's planes (a full chunk) or into zero-padded scratch (the last,
+/// shorter chunk of a sample).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Planes<'a, T> {
-    data: &'a [T],
+pub(crate) struct Lanes<'a, A> {
+    data: &'a [A],
     stride: usize,
-    start: usize,
-    len: usize,
+    at: usize,
+    classes: usize,
 }
 
-impl<'a, T> Planes<'a, T> {
-    /// The tile's run of class `c` (`len` positions).
+impl<'a, A: Float> Lanes<'a, A> {
+    /// The lane of class `c`.
     #[inline(always)]
-    pub(crate) fn class(&self, c: usize) -> &'a [T] {
-        &self.data[c * self.stride + self.start..][..self.len]
+    pub(crate) fn get(&self, c: usize) -> &'a Lane<A> {
+        let o = c * self.stride + self.at;
+        self.data[o..o + L].try_into().expect("a lane is L values")
+    }
+
+    /// The lanes of every class, in class order.
+    #[inline(always)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a Lane<A>> + use<'a, A> {
+        let view = *self;
+        (0..view.classes).map(move |c| view.get(c))
     }
 }
 
-/// The gradient's tile, written class by class.
+/// As [`Lanes`], writable: the gradient's lanes.
 #[derive(Debug)]
-pub(crate) struct PlanesMut<'a, T> {
-    data: &'a mut [T],
+pub(crate) struct LanesMut<'a, A> {
+    data: &'a mut [A],
     stride: usize,
-    start: usize,
-    len: usize,
+    at: usize,
+    classes: usize,
 }
 
-impl<T> PlanesMut<'_, T> {
-    /// The tile's run of class `c` (`len` positions).
+impl<A: Float> LanesMut<'_, A> {
+    /// The lane of class `c`.
     #[inline(always)]
-    pub(crate) fn class(&mut self, c: usize) -> &mut [T] {
-        &mut self.data[c * self.stride + self.start..][..self.len]
+    pub(crate) fn get(&mut self, c: usize) -> &mut Lane<A> {
+        let o = c * self.stride + self.at;
+        (&mut self.data[o..o + L])
+            .try_into()
+            .expect("a lane is L values")
+    }
+
+    /// The number of classes.
+    #[inline(always)]
+    pub(crate) fn classes(&self) -> usize {
+        self.classes
     }
 }
 
-/// The operands' tiles at the same positions of sample `n`.
+/// The operands' lanes at the same chunk of positions of sample `n`.
+/// Positions past `len` (in the last chunk of a sample) hold zeros in
+/// every operand, and what a loss writes there is discarded.
 #[derive(Debug)]
-pub(crate) struct Block<'a, A> {
+pub(crate) struct Chunk<'a, A> {
     /// The sample (index of axis 0).
     pub(crate) n: usize,
-    /// The number of classes `C`.
-    pub(crate) classes: usize,
-    /// The number of positions in the tile (`1..=TILE`).
+    /// The number of live positions (`1..=L`).
     pub(crate) len: usize,
-    pub(crate) x: Planes<'a, A>,
-    pub(crate) y: Planes<'a, A>,
-    pub(crate) w: Option<Planes<'a, A>>,
-    pub(crate) g: Option<PlanesMut<'a, A>>,
+    /// Whether this is the last chunk of a tile: the loss should move its
+    /// lane sums into `f64` now (they then never hold more than [`TILE`]
+    /// positions' terms, nor span two samples).
+    pub(crate) last: bool,
+    pub(crate) x: Lanes<'a, A>,
+    pub(crate) y: Lanes<'a, A>,
+    pub(crate) w: Option<Lanes<'a, A>>,
+    /// The gradient's lanes, which the loss must write in full.
+    pub(crate) g: Option<LanesMut<'a, A>>,
+}
+
+impl<A: Float> Chunk<'_, A> {
+    /// Sets the lanes' entries past `len` to zero, so that padding adds
+    /// nothing to a sum.
+    #[inline(always)]
+    pub(crate) fn trim(&self, v: &mut Lane<A>) {
+        if self.len < L {
+            v[self.len..].fill(A::zero());
+        }
+    }
 }
 
 /// The operand's elements in standard (row-major) order, borrowed when the
@@ -102,17 +153,29 @@ fn standard<A: Float, D: Dimension>(a: &ArrayRef<A, D>) -> Cow<'_, [A]> {
     }
 }
 
+/// Copies a short chunk (`len < L` positions at `at` of every class plane
+/// of `planes`) into `scratch` (`C·L` values), zero-padded.
+fn pad<A: Float>(scratch: &mut [A], planes: &[A], positions: usize, at: usize, len: usize) {
+    for (lane, plane) in scratch
+        .chunks_exact_mut(L)
+        .zip(planes.chunks_exact(positions))
+    {
+        lane.fill(A::zero());
+        lane[..len].copy_from_slice(&plane[at..at + len]);
+    }
+}
+
 /// Walks `(N, C, ...)` operands (shapes already checked equal, at least two
-/// axes) tile by tile, calling `f` on every [`Block`]; returns whether every
-/// call returned `true`. When `grad` is given, `f` must write every element
-/// of the block's gradient tile. Each call goes through [`dispatch::run`]:
-/// `f` should be an `#[inline(always)]` closure.
+/// axes) chunk by chunk, calling `f` on every [`Chunk`]; returns whether
+/// every call returned `true`. When `grad` is given, `f` must write every
+/// lane of the chunk's gradient. Each tile of chunks runs through
+/// [`dispatch::run`]: `f` should be an `#[inline(always)]` closure.
 pub(crate) fn walk<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     weights: Option<&ArrayRef<A, D>>,
     grad: Option<&mut ArrayRef<A, D>>,
-    mut f: impl FnMut(Block<'_, A>) -> bool,
+    mut f: impl FnMut(Chunk<'_, A>) -> bool,
 ) -> Result<bool> {
     let (samples, classes, positions) = dims(input.shape())?;
     let x = standard(input);
@@ -122,41 +185,80 @@ pub(crate) fn walk<A: Float, D: Dimension>(
     if sample_len == 0 {
         return Ok(true);
     }
-    let tile = tile(classes);
-    let mut run = |g: Option<&mut [A]>| {
+    // Scratch for the last, short chunk of a sample.
+    let scratch = || vec![A::zero(); classes * L];
+    let (mut xs, mut ys, mut ws, mut gs) = (scratch(), scratch(), scratch(), scratch());
+    let mut run = |mut g: Option<&mut [A]>| {
         let mut ok = true;
-        let mut g = g;
         for n in 0..samples {
             let range = n * sample_len..(n + 1) * sample_len;
-            let mut g_sample = g.as_deref_mut().map(|g| &mut g[range.clone()]);
+            let (xn, yn) = (&x[range.clone()], &y[range.clone()]);
+            let wn = w.as_deref().map(|w| &w[range.clone()]);
+            let mut gn = g.as_deref_mut().map(|g| &mut g[range.clone()]);
             let mut start = 0;
             while start < positions {
-                let len = tile.min(positions - start);
-                let planes = |data| Planes {
-                    data,
-                    stride: positions,
-                    start,
-                    len,
-                };
-                let block = Block {
-                    n,
-                    classes,
-                    len,
-                    x: planes(&x[range.clone()]),
-                    y: planes(&y[range.clone()]),
-                    w: w.as_deref().map(|w| planes(&w[range.clone()])),
-                    g: g_sample.as_deref_mut().map(|data| PlanesMut {
-                        data,
-                        stride: positions,
-                        start,
-                        len,
-                    }),
-                };
+                let end = (start + TILE).min(positions);
                 ok &= dispatch::run(
                     #[inline(always)]
-                    || f(block),
+                    || {
+                        let mut ok = true;
+                        let mut pos = start;
+                        let view = |data, stride, at| Lanes {
+                            data,
+                            stride,
+                            at,
+                            classes,
+                        };
+                        while pos + L <= end {
+                            ok &= f(Chunk {
+                                n,
+                                len: L,
+                                last: pos + L == end,
+                                x: view(xn, positions, pos),
+                                y: view(yn, positions, pos),
+                                w: wn.map(|wn| view(wn, positions, pos)),
+                                g: gn.as_deref_mut().map(|data| LanesMut {
+                                    data,
+                                    stride: positions,
+                                    at: pos,
+                                    classes,
+                                }),
+                            });
+                            pos += L;
+                        }
+                        if pos < end {
+                            let len = end - pos;
+                            pad(&mut xs, xn, positions, pos, len);
+                            pad(&mut ys, yn, positions, pos, len);
+                            if let Some(wn) = wn {
+                                pad(&mut ws, wn, positions, pos, len);
+                            }
+                            ok &= f(Chunk {
+                                n,
+                                len,
+                                last: true,
+                                x: view(&xs, L, 0),
+                                y: view(&ys, L, 0),
+                                w: wn.map(|_| view(&ws, L, 0)),
+                                g: gn.as_ref().map(|_| LanesMut {
+                                    data: &mut gs,
+                                    stride: L,
+                                    at: 0,
+                                    classes,
+                                }),
+                            });
+                            if let Some(gn) = gn.as_deref_mut() {
+                                for (lane, plane) in
+                                    gs.chunks_exact(L).zip(gn.chunks_exact_mut(positions))
+                                {
+                                    plane[pos..end].copy_from_slice(&lane[..len]);
+                                }
+                            }
+                        }
+                        ok
+                    },
                 );
-                start += len;
+                start = end;
             }
         }
         ok
@@ -177,196 +279,213 @@ pub(crate) fn walk<A: Float, D: Dimension>(
     })
 }
 
-/// Per-tile buffers for the softmax: `p[c·tile + j]` and, per position,
-/// the log-sum-exp (so that `ln p_c = x_c - lse`).
+/// The softmax of a chunk: `p_c` per class lane and, per position, the
+/// log-sum-exp (so that `ln p_c = x_c - lse`).
 #[derive(Debug, Clone)]
 pub(crate) struct Softmax<A> {
-    classes: usize,
-    tile: usize,
-    p: Vec<A>,
-    lse: Vec<A>,
-    max: Vec<A>,
-    sum: Vec<A>,
+    p: Vec<Lane<A>>,
+    lse: Lane<A>,
 }
 
 impl<A: Float> Softmax<A> {
     pub(crate) fn new(classes: usize) -> Self {
-        let tile = tile(classes);
         Self {
-            classes,
-            tile,
-            p: vec![A::zero(); classes * tile],
-            lse: vec![A::zero(); tile],
-            max: vec![A::zero(); tile],
-            sum: vec![A::zero(); tile],
+            p: vec![[A::zero(); L]; classes],
+            lse: [A::zero(); L],
         }
     }
 
-    /// Computes the softmax of the tile `x` (all classes at each position)
-    /// and its log-sum-exp ([`Softmax::lse`]).
+    /// Computes the softmax of the chunk `x` and its log-sum-exp
+    /// ([`Softmax::lse`]).
     #[inline(always)]
-    pub(crate) fn compute(&mut self, x: &Planes<'_, A>) {
+    pub(crate) fn compute(&mut self, x: Lanes<'_, A>) {
         self.fill(x, true);
     }
 
     /// As [`Softmax::compute`], without the log-sum-exp (one `ln` per
     /// position less, for the losses that only use `p`).
     #[inline(always)]
-    pub(crate) fn compute_p(&mut self, x: &Planes<'_, A>) {
+    pub(crate) fn compute_p(&mut self, x: Lanes<'_, A>) {
         self.fill(x, false);
     }
 
-    /// The softmax of the tile `x`, shifted by the per-position maximum so
-    /// that every `exp` is `≤ 1`; with `lse`, also the log-sum-exp.
+    /// The softmax of `x`, shifted by the per-position maximum so that every
+    /// `exp` is `≤ 1`; with `lse`, also the log-sum-exp.
     #[inline(always)]
-    fn fill(&mut self, x: &Planes<'_, A>, lse: bool) {
-        let len = x.len;
-        let max = &mut self.max[..len];
-        max.copy_from_slice(x.class(0));
-        for c in 1..self.classes {
-            for (m, &v) in max.iter_mut().zip(x.class(c)) {
+    fn fill(&mut self, x: Lanes<'_, A>, lse: bool) {
+        let mut max = *x.get(0);
+        for xc in x.iter().skip(1) {
+            for (m, &v) in max.iter_mut().zip(xc) {
                 // `max`, not a select: LLVM turns `*m = if v > *m { v }
-                // else { *m }` into a masked store, which made this loop
-                // a sixth of the whole softmax loss. (A NaN is caught by
-                // the losses' validation either way.)
+                // else { *m }` into a masked store. (A NaN is caught by the
+                // losses' validation either way.)
                 *m = m.max(v);
             }
         }
-        let sum = &mut self.sum[..len];
-        sum.fill(A::zero());
-        for c in 0..self.classes {
-            let p = &mut self.p[c * self.tile..][..len];
-            for ((p, &v), &m) in p.iter_mut().zip(x.class(c)).zip(max.iter()) {
-                *p = (v - m).fast_exp();
+        let mut sum = [A::zero(); L];
+        for (p, xc) in self.p.iter_mut().zip(x.iter()) {
+            let mut e = [A::zero(); L];
+            for k in 0..L {
+                e[k] = (xc[k] - max[k]).fast_exp();
+                sum[k] += e[k];
             }
-            for (s, &p) in sum.iter_mut().zip(p.iter()) {
-                *s += p;
-            }
+            *p = e;
         }
         if lse {
-            for ((l, &s), &m) in self.lse[..len].iter_mut().zip(sum.iter()).zip(max.iter()) {
-                *l = m + s.fast_ln();
+            let mut l = [A::zero(); L];
+            for k in 0..L {
+                l[k] = max[k] + sum[k].fast_ln();
             }
+            self.lse = l;
         }
-        for s in sum.iter_mut() {
-            *s = A::one() / *s;
+        let mut inv = [A::zero(); L];
+        for (i, &s) in inv.iter_mut().zip(&sum) {
+            *i = A::one() / s;
         }
-        for c in 0..self.classes {
-            let p = &mut self.p[c * self.tile..][..len];
-            for (p, &inv) in p.iter_mut().zip(sum.iter()) {
-                *p *= inv;
+        for p in &mut self.p {
+            let mut v = *p;
+            for (v, &i) in v.iter_mut().zip(&inv) {
+                *v *= i;
             }
+            *p = v;
         }
     }
 
-    /// `p_c` at the tile's positions.
+    /// `p_c` at the chunk's positions.
     #[inline(always)]
-    pub(crate) fn p(&self, c: usize, len: usize) -> &[A] {
-        &self.p[c * self.tile..][..len]
+    pub(crate) fn p(&self, c: usize) -> &Lane<A> {
+        &self.p[c]
     }
 
-    /// The log-sum-exp at the tile's positions (after [`Softmax::compute`]).
+    /// The log-sum-exp at the chunk's positions (after [`Softmax::compute`]).
     #[inline(always)]
-    pub(crate) fn lse(&self, len: usize) -> &[A] {
-        &self.lse[..len]
-    }
-}
-
-/// Per-tile scratch of `C·tile` values plus one row of `tile`: the
-/// per-element `∂L/∂p_c` and its per-position sum, for the chain through
-/// the softmax.
-#[derive(Debug, Clone)]
-pub(crate) struct Chain<A> {
-    classes: usize,
-    tile: usize,
-    dp: Vec<A>,
-    dot: Vec<A>,
-}
-
-impl<A: Float> Chain<A> {
-    pub(crate) fn new(classes: usize) -> Self {
-        let tile = tile(classes);
-        Self {
-            classes,
-            tile,
-            dp: vec![A::zero(); classes * tile],
-            dot: vec![A::zero(); tile],
-        }
+    pub(crate) fn lse(&self) -> &Lane<A> {
+        &self.lse
     }
 
-    /// The buffer for `∂L/∂p_c` at the tile's positions.
+    /// Writes `∂L/∂z_k = g_k - p_k·Σ_c g_c` from `g_c = p_c·∂L/∂p_c`, held
+    /// in `g` on entry (finite even where `p_c` underflows to 0): the
+    /// softmax's Jacobian applied in place.
     #[inline(always)]
-    pub(crate) fn dp_mut(&mut self, c: usize, len: usize) -> &mut [A] {
-        &mut self.dp[c * self.tile..][..len]
-    }
-
-    /// Writes `∂L/∂z_k = p_k·(∂L/∂p_k - Σ_c p_c·∂L/∂p_c)` (the softmax's
-    /// Jacobian applied to the `dp` buffer) into `g`; returns whether every
-    /// value is finite.
-    #[inline(always)]
-    pub(crate) fn write(
-        &mut self,
-        softmax: &Softmax<A>,
-        len: usize,
-        g: &mut PlanesMut<'_, A>,
-    ) -> bool {
-        let dot = &mut self.dot[..len];
-        dot.fill(A::zero());
-        for c in 0..self.classes {
-            let dp = &self.dp[c * self.tile..][..len];
-            for ((d, &v), &p) in dot.iter_mut().zip(dp).zip(softmax.p(c, len)) {
-                *d += v * p;
-            }
-        }
-        let mut ok = true;
-        for c in 0..self.classes {
-            let dp = &self.dp[c * self.tile..][..len];
-            for (((g, &v), &p), &d) in g
-                .class(c)
-                .iter_mut()
-                .zip(dp)
-                .zip(softmax.p(c, len))
-                .zip(dot.iter())
-            {
-                *g = p * (v - d);
-            }
-            ok &= all_finite(g.class(c));
-        }
-        ok
-    }
-
-    /// As [`Chain::write`] when the buffer holds `g_c = p_c·∂L/∂p_c`
-    /// (finite even where `p_c` underflows to 0):
-    /// `∂L/∂z_k = g_k - p_k·Σ_c g_c`.
-    #[inline(always)]
-    pub(crate) fn write_scaled(
-        &mut self,
-        softmax: &Softmax<A>,
-        len: usize,
-        g: &mut PlanesMut<'_, A>,
-    ) -> bool {
-        let total = &mut self.dot[..len];
-        total.fill(A::zero());
-        for c in 0..self.classes {
-            for (t, &v) in total.iter_mut().zip(&self.dp[c * self.tile..][..len]) {
+    pub(crate) fn chain_scaled(&self, g: &mut LanesMut<'_, A>) {
+        let mut total = [A::zero(); L];
+        for c in 0..g.classes() {
+            for (t, &v) in total.iter_mut().zip(g.get(c).iter()) {
                 *t += v;
             }
         }
-        let mut ok = true;
-        for c in 0..self.classes {
-            let dp = &self.dp[c * self.tile..][..len];
-            for (((g, &v), &p), &t) in g
-                .class(c)
-                .iter_mut()
-                .zip(dp)
-                .zip(softmax.p(c, len))
-                .zip(total.iter())
-            {
-                *g = v - p * t;
+        for (c, p) in self.p.iter().enumerate() {
+            let gc = g.get(c);
+            let mut v = *gc;
+            for k in 0..L {
+                v[k] -= p[k] * total[k];
             }
-            ok &= all_finite(g.class(c));
+            *gc = v;
         }
-        ok
+    }
+
+    /// Writes `∂L/∂z_k = p_k·(∂L/∂p_k - Σ_c p_c·∂L/∂p_c)` from `∂L/∂p_c`,
+    /// held in `g` on entry: the softmax's Jacobian applied in place.
+    #[inline(always)]
+    pub(crate) fn chain(&self, g: &mut LanesMut<'_, A>) {
+        let mut dot = [A::zero(); L];
+        for (c, p) in self.p.iter().enumerate() {
+            let gc = g.get(c);
+            for k in 0..L {
+                dot[k] += gc[k] * p[k];
+            }
+        }
+        for (c, p) in self.p.iter().enumerate() {
+            let gc = g.get(c);
+            let mut v = *gc;
+            for k in 0..L {
+                v[k] = p[k] * (v[k] - dot[k]);
+            }
+            *gc = v;
+        }
+    }
+}
+
+/// A running sum of lanes in the element type, moved into `f64` by
+/// [`LaneSum::take`] (at the end of every tile: [`Chunk::last`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaneSum<A> {
+    lanes: Lane<A>,
+}
+
+impl<A: Float> LaneSum<A> {
+    pub(crate) fn new() -> Self {
+        Self {
+            lanes: [A::zero(); L],
+        }
+    }
+
+    /// Adds `v` lane by lane (trim the padding first: [`Chunk::trim`]).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: &Lane<A>) {
+        let mut lanes = self.lanes;
+        for (s, &v) in lanes.iter_mut().zip(v) {
+            *s += v;
+        }
+        self.lanes = lanes;
+    }
+
+    /// The sum so far in `f64` (pairwise over the lanes); resets to zero.
+    #[inline(always)]
+    pub(crate) fn take(&mut self) -> f64 {
+        let mut folded = [A::zero(); LANES];
+        for group in self.lanes.chunks_exact(LANES) {
+            for (f, &v) in folded.iter_mut().zip(group) {
+                *f += v;
+            }
+        }
+        self.lanes = [A::zero(); L];
+        sum_lanes(&folded)
+    }
+}
+
+/// A count of faults per lane: [`Faults::check`] notes a per-position test
+/// as a compare in the lanes of the arithmetic, [`Faults::none`] reads the
+/// count once per tile (a loop that folds a `bool` per element does not
+/// vectorise).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Faults<A> {
+    lanes: Lane<A>,
+}
+
+impl<A: Float> Faults<A> {
+    pub(crate) fn new() -> Self {
+        Self {
+            lanes: [A::zero(); L],
+        }
+    }
+
+    /// Notes `good(v[k])` for every position `k`.
+    #[inline(always)]
+    pub(crate) fn check(&mut self, v: &Lane<A>, good: impl Fn(A) -> bool) {
+        let mut lanes = self.lanes;
+        for (b, &v) in lanes.iter_mut().zip(v) {
+            *b += select(good(v), A::zero(), A::one());
+        }
+        self.lanes = lanes;
+    }
+
+    /// Notes `good(a[k], b[k])` for every position `k`.
+    #[inline(always)]
+    pub(crate) fn check2(&mut self, a: &Lane<A>, b: &Lane<A>, good: impl Fn(A, A) -> bool) {
+        let mut lanes = self.lanes;
+        for k in 0..L {
+            lanes[k] += select(good(a[k], b[k]), A::zero(), A::one());
+        }
+        self.lanes = lanes;
+    }
+
+    /// Whether nothing was noted since the last call; resets.
+    #[inline(always)]
+    pub(crate) fn none(&mut self) -> bool {
+        let none = self.lanes.iter().all(|&b| b == A::zero());
+        self.lanes = [A::zero(); L];
+        none
     }
 }
 
@@ -380,35 +499,58 @@ mod tests {
         let x = Array3::from_shape_vec((1, 3, 2), vec![1e3, -1e3, 0.0, 0.0, -1e3, 1e3]).unwrap();
         let y = Array3::<f64>::zeros((1, 3, 2));
         let mut sm = Softmax::new(3);
-        let ok = walk(&x, &y, None, None, |b| {
-            sm.compute(&b.x);
-            let p0 = sm.p(0, b.len).to_vec();
-            let p2 = sm.p(2, b.len).to_vec();
-            assert_eq!(p0[0], 1.0);
-            assert_eq!(p2[1], 1.0);
-            assert!((sm.lse(b.len)[0] - 1e3).abs() < 1e-12);
+        let ok = walk(&x, &y, None, None, |ch| {
+            assert_eq!(ch.len, 2);
+            sm.compute(ch.x);
+            assert_eq!(sm.p(0)[0], 1.0);
+            assert_eq!(sm.p(2)[1], 1.0);
+            assert_eq!(sm.p(1)[0], 0.0);
+            assert!((sm.lse()[0] - 1e3).abs() < 1e-12);
+            assert!((sm.lse()[1] - 1e3).abs() < 1e-12);
             true
         })
         .unwrap();
         assert!(ok);
     }
 
+    /// Every element of every operand reaches the loss once, in full and
+    /// short chunks, whatever the layout, and the gradient lanes land where
+    /// they belong; `last` closes every tile, and the padding is zero.
     #[test]
     fn walk_covers_every_element_in_any_layout() {
-        let f = |(n, c, s): (usize, usize, usize)| (n * 1000 + c * 300 + s) as f64;
-        let x = Array3::from_shape_fn((2, 3, 300), f);
-        let t = Array3::from_shape_fn((2, 3, 300).f(), f);
+        // 1100 positions: two full tiles and a third of 76 (4 chunks and 12).
+        let (samples, classes, positions) = (2, 3, 1100);
+        let f = |(n, c, s): (usize, usize, usize)| (n * 10_000 + c * 2000 + s) as f64;
+        let x = Array3::from_shape_fn((samples, classes, positions), f);
+        let t = Array3::from_shape_fn((samples, classes, positions).f(), f);
         assert!(!t.is_standard_layout());
-        let mut grad = Array3::<f64>::zeros((2, 3, 300).f());
-        let ok = walk(&t, &t, None, Some(&mut grad), |mut b| {
-            let g = b.g.as_mut().unwrap();
-            for c in 0..b.classes {
-                g.class(c).copy_from_slice(b.x.class(c));
+        let w = t.mapv(|v| v + 0.5);
+        let mut grad = Array3::<f64>::zeros((samples, classes, positions).f());
+        let (mut seen, mut tiles) = (0, 0);
+        let ok = walk(&t, &t, Some(&w), Some(&mut grad), |ch| {
+            let mut g = ch.g.unwrap();
+            let w = ch.w.unwrap();
+            for c in 0..classes {
+                let (x, y, w) = (ch.x.get(c), ch.y.get(c), w.get(c));
+                assert_eq!(x, y);
+                for k in 0..L {
+                    if k < ch.len {
+                        assert_eq!(w[k], x[k] + 0.5);
+                    } else {
+                        assert_eq!((x[k], w[k]), (0.0, 0.0), "padding");
+                    }
+                }
+                *g.get(c) = *x;
             }
+            assert_eq!(x[[ch.n, 0, 0]] as usize / 10_000, ch.n);
+            seen += ch.len * classes;
+            tiles += usize::from(ch.last);
             true
         })
         .unwrap();
         assert!(ok);
+        assert_eq!(seen, x.len());
+        assert_eq!(tiles, samples * positions.div_ceil(TILE));
         assert_eq!(grad, x);
     }
 }
