@@ -839,8 +839,13 @@ fn nan_or_infinite_inputs() {
     ] {
         assert!(expected(&e), "{e}");
     }
-    x[[1, 2, 0, 1]] = f64::INFINITY;
-    assert!(expected(&errors(&CrossEntropy::new(), &x, &y)));
+    // Cross-entropy finds a bad logit through the loss or the gradient it
+    // spoils (-∞ leaves every gradient finite): each must still be named.
+    for bad in [f64::INFINITY, f64::NEG_INFINITY] {
+        x[[1, 2, 0, 1]] = bad;
+        assert!(expected(&errors(&CrossEntropy::new(), &x, &y)));
+        assert!(expected(&CrossEntropy::new().loss(&x, &y).unwrap_err()));
+    }
     // Per-element weights and distance maps are checked too.
     let (x, y) = ok_operands();
     let mut w = y.mapv(|_| 1.0);
