@@ -233,22 +233,15 @@ impl CrossEntropy {
             // float or a `bool` across positions until the end of a tile.
             #[inline(always)]
             |ch| {
-                if !probabilities {
-                    sm.compute(ch.x);
-                }
+                // The targets (and weights) first: their loads then go out
+                // with the logits' at the start of the chunk, instead of
+                // missing cache on their own after the softmax (at 2^24
+                // elements, 3.9 ns per element the other way round).
                 let a = &mut a[..];
                 let mut a_sum = [A::zero(); L];
-                let mut partial = [A::zero(); L];
-                let lse = *sm.lse();
                 for (c, &wc) in class_weights.iter().enumerate() {
-                    let (x, y) = (ch.x.get(c), ch.y.get(c));
-                    if probabilities {
-                        faults.check2(x, y, |x, y| domain.accepts(x, y));
-                    } else {
-                        // A logit that is not finite makes the loss or the
-                        // gradient so, which the checks after the walk see.
-                        faults.check(y, |y| (y >= A::zero()) & (y <= A::one()));
-                    }
+                    let y = ch.y.get(c);
+                    faults.check(y, |y| (y >= A::zero()) & (y <= A::one()));
                     let mut ac = [A::zero(); L];
                     for k in 0..L {
                         ac[k] = wc * (keep * y[k] + spread);
@@ -260,21 +253,31 @@ impl CrossEntropy {
                             ac[k] *= w[k];
                         }
                     }
-                    let mut log_p = [A::zero(); L];
-                    if probabilities {
-                        for k in 0..L {
-                            log_p[k] = x[k].max(eps).fast_ln();
-                        }
-                    } else {
-                        for k in 0..L {
-                            log_p[k] = x[k] - lse[k];
-                        }
-                    }
                     for k in 0..L {
-                        partial[k] -= ac[k] * log_p[k];
                         a_sum[k] += ac[k];
                     }
                     a[c] = ac;
+                }
+                let mut partial = [A::zero(); L];
+                if probabilities {
+                    for (c, ac) in a.iter().enumerate() {
+                        let x = ch.x.get(c);
+                        faults.check(x, |x| domain.accepts(x, A::zero()));
+                        for k in 0..L {
+                            partial[k] -= ac[k] * x[k].max(eps).fast_ln();
+                        }
+                    }
+                } else {
+                    // A logit that is not finite makes the loss or the
+                    // gradient so, which the checks after the walk see.
+                    sm.compute(ch.x);
+                    let lse = *sm.lse();
+                    for (c, ac) in a.iter().enumerate() {
+                        let x = ch.x.get(c);
+                        for k in 0..L {
+                            partial[k] -= ac[k] * (x[k] - lse[k]);
+                        }
+                    }
                 }
                 ch.trim(&mut partial);
                 sum.add(&partial);
