@@ -270,10 +270,14 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
             None,
             #[inline(always)]
             |ch| {
+                // Validated first: the targets' loads then go out with the
+                // logits', not after the softmax (see `CrossEntropy`).
+                for c in 0..classes {
+                    faults.check2(ch.x.get(c), ch.y.get(c), |x, y| domain.accepts(x, y));
+                }
                 sm.compute_p(ch.x);
                 for (c, sums) in lane_sums.iter_mut().enumerate() {
-                    let (p, y, x) = (sm.p(c), ch.y.get(c), ch.x.get(c));
-                    faults.check2(x, y, |x, y| domain.accepts(x, y));
+                    let (p, y) = (sm.p(c), ch.y.get(c));
                     // One lane per term, written in one loop over the
                     // positions (vectorised across positions, not across
                     // the `K` terms of one position), then trimmed and added.
@@ -389,6 +393,7 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     let ok = if activation == Activation::Softmax {
         let (_, classes, _) = softmax::dims(input.shape())?;
         let mut sm = Softmax::new(classes);
+        let mut targets = vec![[A::zero(); L]; classes];
         let mut faults = Faults::new();
         softmax::walk(
             input,
@@ -397,13 +402,18 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
             Some(grad),
             #[inline(always)]
             |ch| {
+                // The targets copied first, so that their loads go out with
+                // the logits' (see `CrossEntropy`).
+                for (c, lane) in targets.iter_mut().enumerate() {
+                    *lane = *ch.y.get(c);
+                }
                 sm.compute_p(ch.x);
                 let Some(mut g) = ch.g else { return false };
-                for c in 0..classes {
+                for (c, y) in targets.iter().enumerate() {
                     let gc = g.get(c);
                     match layout.group(ch.n, c).map(|g| &coefficients[g]) {
                         Some(k) => {
-                            let (p, y) = (sm.p(c), ch.y.get(c));
+                            let p = sm.p(c);
                             let mut v = [A::zero(); L];
                             for j in 0..L {
                                 v[j] = dp(p[j], y[j], k);
