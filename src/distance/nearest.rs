@@ -659,6 +659,346 @@ pub(crate) fn two_nearest_rows(
     }
 }
 
+/// Lanes of the unit-grid row pass: elements whose windows are searched
+/// together, a whole number of 256-bit vectors of `u32`.
+const LANES: usize = 16;
+
+/// The cut-off of [`two_nearest_unit`] on the unit grid, in whole squared
+/// steps, and the packing of its search keys.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct UnitCut {
+    /// The largest squared distance kept: `⌊R²⌋`.
+    cut: u32,
+    /// The largest step whose square is at most `cut`: the window's
+    /// half-width, and the reach of the column counts.
+    w: usize,
+    /// Bits below a key's value: they hold the offset in the window.
+    shift: u32,
+}
+
+impl UnitCut {
+    /// The cut-off of the sweep for `max_distance` (with the slack of
+    /// [`two_nearest_pairs`]), or `None` when the keys would not fit a
+    /// `u32` (`R` of about 1000 steps and more, or `+∞`).
+    pub(crate) fn new(max_distance: f64) -> Option<Self> {
+        let reach = max_distance * (1.0 + 1e-9);
+        let cut = reach * reach;
+        // Also for NaN.
+        if cut.is_nan() || cut >= 1e6 {
+            return None;
+        }
+        // A whole squared distance is at most `cut` when it is at most
+        // its floor.
+        let cut = cut.floor() as u32;
+        let mut w = f64::from(cut).sqrt() as u32;
+        while (w + 1) * (w + 1) <= cut {
+            w += 1;
+        }
+        while w * w > cut {
+            w -= 1;
+        }
+        let shift = u32::BITS - (2 * w).leading_zeros();
+        // A key's value is below 2·(w + 1)²: a capped column value plus a
+        // step within the window.
+        let top = 2 * u64::from(w + 1) * u64::from(w + 1);
+        if top << shift > u64::from(u32::MAX) {
+            return None;
+        }
+        Some(UnitCut {
+            cut,
+            w: w as usize,
+            shift,
+        })
+    }
+}
+
+/// A background element (any element with `everywhere`) whose `d2` is
+/// within the cut-off: its column and squared distances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Near {
+    pub(crate) x: usize,
+    pub(crate) d1: u32,
+    pub(crate) d2: u32,
+}
+
+/// Per-column scan states along axis 0 in whole steps capped at
+/// `cap` (the nearest site and the nearest with another label, and the
+/// label of the first): [`Scan`] without the second label, which no value
+/// depends on. Capping commutes with every step (the selects depend on
+/// labels only), so the counts are the exact ones capped.
+struct UnitScan {
+    d1: Vec<u16>,
+    d2: Vec<u16>,
+    l1: Vec<u32>,
+}
+
+impl UnitScan {
+    fn new(n: usize, cap: u16) -> Self {
+        UnitScan {
+            d1: vec![cap; n],
+            d2: vec![cap; n],
+            l1: vec![0; n],
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self, labels: &[u32], cap: u16) {
+        let n = labels.len();
+        let (d1, d2, l1) = (&mut self.d1[..n], &mut self.d2[..n], &mut self.l1[..n]);
+        for i in 0..n {
+            let label = labels[i];
+            let site = label != 0;
+            let new = site & (l1[i] != label);
+            let up1 = (d1[i] + 1).min(cap);
+            let up2 = (d2[i] + 1).min(cap);
+            d2[i] = if new { up1 } else { up2 };
+            d1[i] = if site { 0 } else { up1 };
+            l1[i] = if site { label } else { l1[i] };
+        }
+    }
+}
+
+/// The column candidates of one row for the row pass, padded on both
+/// sides so that every window is in bounds: `key` the best value shifted
+/// for the search keys, `g1` and `l1` the best value and its label, `g2`
+/// the best value of another label (`g1 <= g2`); `(w + 1)²` (the cap) for
+/// none. `sites[y]` counts the padded columns before `y` with a candidate.
+struct UnitRow {
+    key: Vec<u32>,
+    g1: Vec<u32>,
+    g2: Vec<u32>,
+    l1: Vec<u32>,
+    sites: Vec<u32>,
+}
+
+/// [`two_nearest_rows`] on the unit grid, in whole numbers: `each(r, near)`
+/// receives, for every row `r` (first row first), the elements that keep
+/// the border term, in increasing column: every background element (every
+/// element with `everywhere`) whose `d2 <= R²` (exact), with its `d1`.
+///
+/// Axis 0 as in [`two_nearest_rows`], with counts capped beyond the cut-off
+/// (a backward scan stored, then the forward one merged row by row). Along
+/// the row, `d1` and its label `ℓ(x)` are the least key `(value, offset)`
+/// over the window of the `2w + 1` columns within the cut-off, and `d2` the
+/// least value over the window of each column's best pair whose label is not
+/// `ℓ(x)`: a direct search, [`LANES`] elements at once with no branch, exact
+/// since every `d <= R²` lies within the window (see the module doc for the
+/// pairs). The window is searched from its centre out and left as soon as no
+/// farther column can lower a value that matters; blocks of elements that
+/// need no term (inside instances, or with no site in the window) are
+/// skipped.
+pub(crate) fn two_nearest_unit(
+    labels: &[u32],
+    [n0, n1]: [usize; 2],
+    cut: UnitCut,
+    everywhere: bool,
+    mut each: impl FnMut(usize, &[Near]),
+) {
+    if n0 == 0 || n1 == 0 || labels.len() < n0 * n1 {
+        return;
+    }
+    let UnitCut { cut, w, shift } = cut;
+    // w <= 1000: the cap and its square fit.
+    let cap = (w + 1) as u16;
+    let none = u32::from(cap) * u32::from(cap);
+    let n = n0 * n1;
+    let labels = &labels[..n];
+    // The backward states of each row, last row first.
+    let (mut back_d1, mut back_d2) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut back_l1 = Vec::with_capacity(n);
+    let mut scan = UnitScan::new(n1, cap);
+    crate::kernel::dispatch::run(
+        #[inline(always)]
+        || {
+            for row in labels.chunks_exact(n1).rev() {
+                scan.step(row, cap);
+                back_d1.extend_from_slice(&scan.d1);
+                back_d2.extend_from_slice(&scan.d2);
+                back_l1.extend_from_slice(&scan.l1);
+            }
+        },
+    );
+    // `w` sentinels left of column 0, `w + LANES` right of the last.
+    let len = n1 + 2 * w + LANES;
+    let mut row = UnitRow {
+        key: vec![none << shift; len],
+        g1: vec![none; len],
+        g2: vec![none; len],
+        l1: vec![0; len],
+        sites: vec![0; len + 1],
+    };
+    let mut fore = UnitScan::new(n1, cap);
+    let mut near = Vec::with_capacity(n1);
+    for (r, (((labels_row, bd1), bd2), bl1)) in labels
+        .chunks_exact(n1)
+        .zip(back_d1.chunks_exact(n1).rev())
+        .zip(back_d2.chunks_exact(n1).rev())
+        .zip(back_l1.chunks_exact(n1).rev())
+        .enumerate()
+    {
+        near.clear();
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || {
+                fore.step(labels_row, cap);
+                let (fd1, fd2, fl1) = (&fore.d1[..n1], &fore.d2[..n1], &fore.l1[..n1]);
+                let key = &mut row.key[w..w + n1];
+                let g1 = &mut row.g1[w..w + n1];
+                let g2 = &mut row.g2[w..w + n1];
+                let l1 = &mut row.l1[w..w + n1];
+                // `merge` on the fields: the nearer side's label (the
+                // forward one on ties); for `d2` the nearer side's own
+                // second, or the farther side's best when its label
+                // differs, else the better of the two seconds.
+                for i in 0..n1 {
+                    let (f1, f2) = (u32::from(fd1[i]), u32::from(fd2[i]));
+                    let (b1, b2) = (u32::from(bd1[i]), u32::from(bd2[i]));
+                    let first = f1 <= b1;
+                    let e1 = f1.min(b1);
+                    let own = if first { f2 } else { b2 };
+                    let e2 = if fl1[i] == bl1[i] {
+                        f2.min(b2)
+                    } else {
+                        own.min(f1.max(b1))
+                    };
+                    g1[i] = e1 * e1;
+                    key[i] = (e1 * e1) << shift;
+                    g2[i] = e2 * e2;
+                    l1[i] = if first { fl1[i] } else { bl1[i] };
+                }
+            },
+        );
+        let mut count = 0;
+        for (s, &g) in row.sites[1..].iter_mut().zip(&row.g1) {
+            count += u32::from(g < none);
+            *s = count;
+        }
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || row_pass(&row, labels_row, w, [cut, shift], everywhere, &mut near),
+        );
+        each(r, &near);
+    }
+}
+
+/// The row pass of [`two_nearest_unit`] over one row's column candidates
+/// `row` (padded by `w` on the left), into `near`.
+#[inline(always)]
+fn row_pass(
+    row: &UnitRow,
+    labels: &[u32],
+    w: usize,
+    [cut, shift]: [u32; 2],
+    everywhere: bool,
+    near: &mut Vec<Near>,
+) {
+    let n1 = labels.len();
+    let mask = (1u32 << shift) - 1;
+    let mut x0 = 0;
+    while x0 < n1 {
+        // The window of element x0 + i starts at padded column x0 + i and
+        // is centred on x0 + i + w.
+        let block = x0;
+        x0 += LANES;
+        if row.sites[block + 2 * w + LANES] == row.sites[block] {
+            continue;
+        }
+        // All ones on the lanes that want a term.
+        let mut wanted = [0u32; LANES];
+        match labels.get(block..block + LANES) {
+            Some(l) => {
+                for (want, &l) in wanted.iter_mut().zip(l) {
+                    *want = u32::from(everywhere || l == 0).wrapping_neg();
+                }
+            }
+            None => {
+                for (want, &l) in wanted.iter_mut().zip(&labels[block..]) {
+                    *want = u32::from(everywhere || l == 0).wrapping_neg();
+                }
+            }
+        }
+        if wanted.iter().all(|&m| m == 0) {
+            continue;
+        }
+        // Searched from the centre out: a column `s` steps away adds `s²`,
+        // so once `(s + 1)²` exceeds every value a wanted lane may still
+        // lower (those above the cut-off count as the cut-off), no farther
+        // column matters.
+        let mut best = [u32::MAX; LANES];
+        for s in 0..=w {
+            let term = ((s * s) as u32) << shift;
+            for k in [w - s, w + s] {
+                let Some(keys) = row.key.get(block + k..block + k + LANES) else {
+                    continue;
+                };
+                let off = term | k as u32;
+                for (b, &key) in best.iter_mut().zip(keys) {
+                    *b = (*b).min(key + off);
+                }
+            }
+            let mut top = 0;
+            for (&b, &m) in best.iter().zip(&wanted) {
+                top = top.max(b & m);
+            }
+            if ((s + 1) * (s + 1)) as u32 > (top >> shift).min(cut) {
+                break;
+            }
+        }
+        let mut label = [0u32; LANES];
+        let mut any = false;
+        for i in 0..LANES {
+            let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
+            if keep {
+                let y = block + i + (best[i] & mask) as usize;
+                label[i] = row.l1.get(y).copied().unwrap_or(0);
+            }
+            wanted[i] = u32::from(keep).wrapping_neg();
+            any |= keep;
+        }
+        if !any {
+            continue;
+        }
+        let mut best2 = [u32::MAX; LANES];
+        for s in 0..=w {
+            let square = (s * s) as u32;
+            for k in [w - s, w + s] {
+                let at = block + k..block + k + LANES;
+                let (Some(l1), Some(g1), Some(g2)) = (
+                    row.l1.get(at.clone()),
+                    row.g1.get(at.clone()),
+                    row.g2.get(at),
+                ) else {
+                    continue;
+                };
+                for i in 0..LANES {
+                    // The best value of a label other than `label[i]`:
+                    // `g1`, or the larger `g2` when `l1` is that label (a
+                    // mask and a max, which vectorise).
+                    let same = u32::from(l1[i] == label[i]).wrapping_neg();
+                    let v = g1[i].max(g2[i] & same);
+                    best2[i] = best2[i].min(v + square);
+                }
+            }
+            let mut top = 0;
+            for (&b, &m) in best2.iter().zip(&wanted) {
+                top = top.max(b & m);
+            }
+            if ((s + 1) * (s + 1)) as u32 > top.min(cut) {
+                break;
+            }
+        }
+        for i in 0..LANES {
+            if wanted[i] != 0 && best2[i] <= cut {
+                near.push(Near {
+                    x: block + i,
+                    d1: best[i] >> shift,
+                    d2: best2[i],
+                });
+            }
+        }
+    }
+}
+
 /// The two-best sweep of the row-major `labels` of `shape` (0: background):
 /// the two best squared distances of every element, `d2` as `need` asks
 /// on the last pass. Second distances above `max_distance` may be `+∞`
@@ -710,8 +1050,30 @@ pub(crate) fn two_nearest_pairs(
 
 #[cfg(test)]
 mod tests {
-    use super::{Need, Pair, Scratch, first_axis, line_pass, two_nearest_rows};
+    use super::{
+        Near, Need, Pair, Scratch, UnitCut, first_axis, line_pass, two_nearest_rows,
+        two_nearest_unit,
+    };
     use proptest::prelude::*;
+
+    /// The unit sweep's keys fit a `u32` up to a cut-off of about 1000
+    /// steps; beyond, and for `+∞` or NaN, the caller takes the `f64`
+    /// sweep.
+    #[test]
+    fn unit_cut_off_and_its_keys() {
+        // The U-Net default R = 5·√(2·ln 10⁶) ≈ 26.28: R² ≈ 690.8.
+        let cut = UnitCut::new(5.0 * (2.0 * 1e6_f64.ln()).sqrt()).expect("fits");
+        assert_eq!((cut.cut, cut.w, cut.shift), (690, 26, 6));
+        // A distance equal to the cut-off is kept (the slack).
+        assert_eq!(UnitCut::new(3.0).map(|c| (c.cut, c.w)), Some((9, 3)));
+        assert_eq!(UnitCut::new(0.0).map(|c| (c.cut, c.w)), Some((0, 0)));
+        let large = UnitCut::new(999.0).expect("fits");
+        assert_eq!(large.w, 999);
+        assert!((2 * 1000u64 * 1000) << large.shift <= u64::from(u32::MAX));
+        for max in [1000.0, 1e9, f64::INFINITY, f64::NAN] {
+            assert_eq!(UnitCut::new(max), None, "{max}");
+        }
+    }
 
     /// The two best distinct-label values of every `x` from `line`, by brute
     /// force.
@@ -862,6 +1224,54 @@ mod tests {
                     prop_assert!(!wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x} missing: {e2}");
                 }
             }
+        }
+
+        /// The unit-grid sweep against brute force over whole 2-D images,
+        /// in whole numbers: exactly the elements that keep a term (`d2`
+        /// within the cut-off, off the instances unless `everywhere`),
+        /// with their exact `d1` and `d2`. Rows wider than a few blocks of
+        /// lanes and cut-offs from below one step to past the image.
+        #[test]
+        fn unit_rows_match_brute_force(
+            (n0, n1, labels) in (1usize..14, 1usize..90).prop_flat_map(|(n0, n1)| {
+                (Just(n0), Just(n1), prop::collection::vec(
+                    prop_oneof![6 => Just(0u32), 1 => 1u32..6], n0 * n1))
+            }),
+            max in prop_oneof![0.0f64..3.0, 3.0f64..40.0, 100.0f64..999.0],
+            everywhere in any::<bool>(),
+        ) {
+            let cut = UnitCut::new(max).expect("keys fit");
+            let reach = max * (1.0 + 1e-9);
+            let limit = reach * reach;
+            let mut got = Vec::new();
+            let mut rows = Vec::new();
+            two_nearest_unit(&labels, [n0, n1], cut, everywhere, |r, near| {
+                rows.push(r);
+                got.extend(near.iter().map(|p| (r, *p)));
+            });
+            prop_assert_eq!(rows, (0..n0).collect::<Vec<_>>());
+            let mut expected = Vec::new();
+            for (x, &own) in labels.iter().enumerate() {
+                let (r, c) = (x / n1, x % n1);
+                let mut per: Vec<(u32, u64)> = Vec::new();
+                for (y, &l) in labels.iter().enumerate() {
+                    if l == 0 {
+                        continue;
+                    }
+                    let (dr, dc) = ((y / n1).abs_diff(r) as u64, (y % n1).abs_diff(c) as u64);
+                    let d = dr * dr + dc * dc;
+                    match per.iter_mut().find(|(k, _)| *k == l) {
+                        Some(e) => e.1 = e.1.min(d),
+                        None => per.push((l, d)),
+                    }
+                }
+                per.sort_by_key(|e| e.1);
+                if per.len() >= 2 && (per[1].1 as f64) <= limit && (everywhere || own == 0) {
+                    let (d1, d2) = (per[0].1 as u32, per[1].1 as u32);
+                    expected.push((r, Near { x: c, d1, d2 }));
+                }
+            }
+            prop_assert_eq!(got, expected);
         }
 
         /// Both `d2` paths (direct search on short runs, envelope on long
