@@ -762,13 +762,31 @@ impl UnitScan {
 /// sides so that every window is in bounds: `key` the best value shifted
 /// for the search keys, `g1` and `l1` the best value and its label, `g2`
 /// the best value of another label (`g1 <= g2`); `(w + 1)²` (the cap) for
-/// none. `sites[y]` counts the padded columns before `y` with a candidate.
+/// none. `free` is all ones where the element wants a term (0 in the
+/// padding); `sites[y]` counts the padded columns before `y` with a
+/// candidate.
 struct UnitRow {
     key: Vec<u32>,
     g1: Vec<u32>,
     g2: Vec<u32>,
     l1: Vec<u32>,
+    free: Vec<u32>,
     sites: Vec<u32>,
+}
+
+/// The constants of the row pass of [`two_nearest_unit`], and its scratch.
+struct UnitPass {
+    /// Half-width of the windows, the cut-off, the key shift, the cap.
+    w: usize,
+    cut: u32,
+    shift: u32,
+    none: u32,
+    /// The window's columns from the centre out (`w`, `w - 1`, `w + 1`,
+    /// ...), with `s² << shift | k` and `s²` for the column `k` at `s`
+    /// steps from the centre.
+    taps: Vec<(usize, u32, u32)>,
+    /// Each column's value of a label other than the block's.
+    other: Vec<u32>,
 }
 
 /// [`two_nearest_rows`] on the unit grid, in whole numbers: `each(r, near)`
@@ -825,7 +843,23 @@ pub(crate) fn two_nearest_unit(
         g1: vec![none; len],
         g2: vec![none; len],
         l1: vec![0; len],
+        free: vec![0; len],
         sites: vec![0; len + 1],
+    };
+    let mut taps = vec![(w, 0, 0)];
+    for s in 1..=w {
+        let square = (s * s) as u32;
+        taps.push((w - s, (square << shift) | (w - s) as u32, square));
+        taps.push((w + s, (square << shift) | (w + s) as u32, square));
+    }
+    taps[0].1 = w as u32;
+    let mut pass = UnitPass {
+        w,
+        cut,
+        shift,
+        none,
+        taps,
+        other: vec![0; 2 * w + LANES],
     };
     let mut fore = UnitScan::new(n1, cap);
     let mut near = Vec::with_capacity(n1);
@@ -846,6 +880,7 @@ pub(crate) fn two_nearest_unit(
                 let g1 = &mut row.g1[w..w + n1];
                 let g2 = &mut row.g2[w..w + n1];
                 let l1 = &mut row.l1[w..w + n1];
+                let free = &mut row.free[w..w + n1];
                 // `merge` on the fields: the nearer side's label (the
                 // forward one on ties); for `d2` the nearer side's own
                 // second, or the farther side's best when its label
@@ -866,6 +901,10 @@ pub(crate) fn two_nearest_unit(
                     g2[i] = e2 * e2;
                     l1[i] = if first { fl1[i] } else { bl1[i] };
                 }
+                let all = u32::from(everywhere).wrapping_neg();
+                for (f, &l) in free.iter_mut().zip(labels_row) {
+                    *f = all | u32::from(l == 0).wrapping_neg();
+                }
             },
         );
         let mut count = 0;
@@ -875,128 +914,196 @@ pub(crate) fn two_nearest_unit(
         }
         crate::kernel::dispatch::run(
             #[inline(always)]
-            || row_pass(&row, labels_row, w, [cut, shift], everywhere, &mut near),
+            || pass.row(&row, n1, &mut near),
         );
         each(r, &near);
     }
 }
 
-/// The row pass of [`two_nearest_unit`] over one row's column candidates
-/// `row` (padded by `w` on the left), into `near`.
-#[inline(always)]
-fn row_pass(
-    row: &UnitRow,
-    labels: &[u32],
-    w: usize,
-    [cut, shift]: [u32; 2],
-    everywhere: bool,
-    near: &mut Vec<Near>,
-) {
-    let n1 = labels.len();
-    let mask = (1u32 << shift) - 1;
-    let mut x0 = 0;
-    while x0 < n1 {
-        // The window of element x0 + i starts at padded column x0 + i and
-        // is centred on x0 + i + w.
-        let block = x0;
-        x0 += LANES;
-        if row.sites[block + 2 * w + LANES] == row.sites[block] {
-            continue;
-        }
-        // All ones on the lanes that want a term.
-        let mut wanted = [0u32; LANES];
-        match labels.get(block..block + LANES) {
-            Some(l) => {
-                for (want, &l) in wanted.iter_mut().zip(l) {
-                    *want = u32::from(everywhere || l == 0).wrapping_neg();
-                }
+impl UnitPass {
+    /// The row pass of [`two_nearest_unit`] over one row's column
+    /// candidates `row` (padded by `w` on the left), of `n1` columns, into
+    /// `near`.
+    #[inline(always)]
+    fn row(&mut self, row: &UnitRow, n1: usize, near: &mut Vec<Near>) {
+        let (w, cut, shift, none) = (self.w, self.cut, self.shift, self.none);
+        let mask = (1u32 << shift) - 1;
+        let span = 2 * w + LANES;
+        for block in (0..n1).step_by(LANES) {
+            // The window of element block + i is the padded columns
+            // block + i to block + i + 2w, centred on its own.
+            let (Some(before), Some(after), Some(free)) = (
+                lanes(&row.sites, block),
+                lanes(&row.sites, block + 2 * w + 1),
+                lanes(&row.free, block + w),
+            ) else {
+                continue;
+            };
+            // All ones on the lanes that want a term and have a site in
+            // their window.
+            let mut wanted = [0u32; LANES];
+            for i in 0..LANES {
+                wanted[i] = free[i] & u32::from(before[i] != after[i]).wrapping_neg();
             }
-            None => {
-                for (want, &l) in wanted.iter_mut().zip(&labels[block..]) {
-                    *want = u32::from(everywhere || l == 0).wrapping_neg();
-                }
+            if wanted == [0; LANES] {
+                continue;
             }
-        }
-        if wanted.iter().all(|&m| m == 0) {
-            continue;
-        }
-        // Searched from the centre out: a column `s` steps away adds `s²`,
-        // so once `(s + 1)²` exceeds every value a wanted lane may still
-        // lower (those above the cut-off count as the cut-off), no farther
-        // column matters.
-        let mut best = [u32::MAX; LANES];
-        for s in 0..=w {
-            let term = ((s * s) as u32) << shift;
-            for k in [w - s, w + s] {
-                let Some(keys) = row.key.get(block + k..block + k + LANES) else {
+            let mut best = [u32::MAX; LANES];
+            self.search(
+                &mut best,
+                &wanted,
+                shift,
+                #[inline(always)]
+                |best, &(k, off, _)| {
+                    if let Some(keys) = lanes(&row.key, block + k) {
+                        for i in 0..LANES {
+                            best[i] = best[i].min(keys[i] + off);
+                        }
+                    }
+                },
+            );
+            let mut label = [0u32; LANES];
+            for i in 0..LANES {
+                let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
+                if keep {
+                    let y = block + i + (best[i] & mask) as usize;
+                    label[i] = row.l1.get(y).copied().unwrap_or(0);
+                }
+                wanted[i] = u32::from(keep).wrapping_neg();
+            }
+            if wanted == [0; LANES] {
+                continue;
+            }
+            let mut best2 = [u32::MAX; LANES];
+            // Mostly every wanted lane has the same nearest label: then
+            // each column's value of another label is taken once for the
+            // block.
+            let first = wanted.iter().position(|&m| m != 0).unwrap_or(0);
+            let common = label[first];
+            let mut shared = true;
+            for i in 0..LANES {
+                shared &= wanted[i] == 0 || label[i] == common;
+            }
+            let window = (
+                row.l1.get(block..block + span),
+                row.g1.get(block..block + span),
+                row.g2.get(block..block + span),
+            );
+            if let (true, (Some(l1), Some(g1), Some(g2))) = (shared, window) {
+                let mut other = std::mem::take(&mut self.other);
+                let any = other_values(&mut other, [l1, g1, g2], common, none);
+                if any {
+                    self.search(
+                        &mut best2,
+                        &wanted,
+                        0,
+                        #[inline(always)]
+                        |best2, &(k, _, square)| {
+                            if let Some(v) = lanes(&other, k) {
+                                for i in 0..LANES {
+                                    best2[i] = best2[i].min(v[i] + square);
+                                }
+                            }
+                        },
+                    );
+                }
+                self.other = other;
+                if !any {
                     continue;
-                };
-                let off = term | k as u32;
-                for (b, &key) in best.iter_mut().zip(keys) {
-                    *b = (*b).min(key + off);
                 }
+            } else {
+                self.search(
+                    &mut best2,
+                    &wanted,
+                    0,
+                    #[inline(always)]
+                    |best2, &(k, _, square)| {
+                        let at = block + k;
+                        if let (Some(l1), Some(g1), Some(g2)) =
+                            (lanes(&row.l1, at), lanes(&row.g1, at), lanes(&row.g2, at))
+                        {
+                            for i in 0..LANES {
+                                // The best value of a label other than
+                                // `label[i]`: `g1`, or the larger `g2` when
+                                // `l1` is that label (a mask and a max, which
+                                // vectorise).
+                                let same = u32::from(l1[i] == label[i]).wrapping_neg();
+                                let v = g1[i].max(g2[i] & same);
+                                best2[i] = best2[i].min(v + square);
+                            }
+                        }
+                    },
+                );
             }
-            let mut top = 0;
-            for (&b, &m) in best.iter().zip(&wanted) {
-                top = top.max(b & m);
-            }
-            if ((s + 1) * (s + 1)) as u32 > (top >> shift).min(cut) {
-                break;
-            }
-        }
-        let mut label = [0u32; LANES];
-        let mut any = false;
-        for i in 0..LANES {
-            let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
-            if keep {
-                let y = block + i + (best[i] & mask) as usize;
-                label[i] = row.l1.get(y).copied().unwrap_or(0);
-            }
-            wanted[i] = u32::from(keep).wrapping_neg();
-            any |= keep;
-        }
-        if !any {
-            continue;
-        }
-        let mut best2 = [u32::MAX; LANES];
-        for s in 0..=w {
-            let square = (s * s) as u32;
-            for k in [w - s, w + s] {
-                let at = block + k..block + k + LANES;
-                let (Some(l1), Some(g1), Some(g2)) = (
-                    row.l1.get(at.clone()),
-                    row.g1.get(at.clone()),
-                    row.g2.get(at),
-                ) else {
-                    continue;
-                };
-                for i in 0..LANES {
-                    // The best value of a label other than `label[i]`:
-                    // `g1`, or the larger `g2` when `l1` is that label (a
-                    // mask and a max, which vectorise).
-                    let same = u32::from(l1[i] == label[i]).wrapping_neg();
-                    let v = g1[i].max(g2[i] & same);
-                    best2[i] = best2[i].min(v + square);
+            for i in 0..LANES {
+                if wanted[i] != 0 && best2[i] <= cut {
+                    near.push(Near {
+                        x: block + i,
+                        d1: best[i] >> shift,
+                        d2: best2[i],
+                    });
                 }
-            }
-            let mut top = 0;
-            for (&b, &m) in best2.iter().zip(&wanted) {
-                top = top.max(b & m);
-            }
-            if ((s + 1) * (s + 1)) as u32 > top.min(cut) {
-                break;
-            }
-        }
-        for i in 0..LANES {
-            if wanted[i] != 0 && best2[i] <= cut {
-                near.push(Near {
-                    x: block + i,
-                    d1: best[i] >> shift,
-                    d2: best2[i],
-                });
             }
         }
     }
+
+    /// Runs `tap` over the window's columns from the centre out, and stops
+    /// once no farther column can lower a value that matters: a column `s`
+    /// steps away adds `s²`, so when `(s + 1)²` exceeds the value (`best >>
+    /// shift`) of every wanted lane, or the cut-off, the rest only gives
+    /// values that are not kept. Checked every other step.
+    #[inline(always)]
+    fn search(
+        &self,
+        best: &mut [u32; LANES],
+        wanted: &[u32; LANES],
+        shift: u32,
+        mut tap: impl FnMut(&mut [u32; LANES], &(usize, u32, u32)),
+    ) {
+        let Some((centre, rest)) = self.taps.split_first() else {
+            return;
+        };
+        tap(best, centre);
+        for (c, four) in rest.chunks(4).enumerate() {
+            for t in four {
+                tap(best, t);
+            }
+            // Columns up to s steps away are done.
+            let s = 2 * c + 2;
+            let next = ((s + 1) * (s + 1)) as u32;
+            if next > self.cut {
+                break;
+            }
+            let limit = next << shift;
+            let mut low = true;
+            for i in 0..LANES {
+                low &= best[i] & wanted[i] < limit;
+            }
+            if low {
+                break;
+            }
+        }
+    }
+}
+
+/// The `LANES` values of `v` from `at`, when in bounds.
+#[inline(always)]
+fn lanes(v: &[u32], at: usize) -> Option<&[u32; LANES]> {
+    v.get(at..at.checked_add(LANES)?)?.try_into().ok()
+}
+
+/// Each column's best value of a label other than `label` into `other`:
+/// `g1`, or the larger `g2` where `l1` is `label`; whether any is below
+/// `none`.
+#[inline(always)]
+fn other_values(other: &mut [u32], [l1, g1, g2]: [&[u32]; 3], label: u32, none: u32) -> bool {
+    let mut low = u32::MAX;
+    for (((o, &l), &a), &b) in other.iter_mut().zip(l1).zip(g1).zip(g2) {
+        let same = u32::from(l == label).wrapping_neg();
+        *o = a.max(b & same);
+        low = low.min(*o);
+    }
+    low < none
 }
 
 /// The two-best sweep of the row-major `labels` of `shape` (0: background):
