@@ -663,6 +663,13 @@ pub(crate) fn two_nearest_rows(
 /// together, a whole number of 256-bit vectors of `u32`.
 const LANES: usize = 16;
 
+/// The widest cut-off, in steps, that the unit-grid sweep takes: its
+/// windows cost up to `2R + 1` columns per element where the envelopes of
+/// [`two_nearest_rows`] cost a few operations whatever `R`; the two break
+/// even at about 130 steps (σ ≈ 25 in the weight map), measured on sparse
+/// masks.
+const UNIT_MAX_STEPS: u32 = 128;
+
 /// The cut-off of [`two_nearest_unit`] on the unit grid, in whole squared
 /// steps, and the packing of its search keys.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -678,13 +685,14 @@ pub(crate) struct UnitCut {
 
 impl UnitCut {
     /// The cut-off of the sweep for `max_distance` (with the slack of
-    /// [`two_nearest_pairs`]), or `None` when the keys would not fit a
-    /// `u32` (`R` of about 1000 steps and more, or `+∞`).
+    /// [`two_nearest_pairs`]), or `None` beyond [`UNIT_MAX_STEPS`] steps
+    /// (and for `+∞` or NaN).
     pub(crate) fn new(max_distance: f64) -> Option<Self> {
         let reach = max_distance * (1.0 + 1e-9);
         let cut = reach * reach;
+        let limit = (UNIT_MAX_STEPS + 1) * (UNIT_MAX_STEPS + 1);
         // Also for NaN.
-        if cut.is_nan() || cut >= 1e6 {
+        if cut.is_nan() || cut >= f64::from(limit) {
             return None;
         }
         // A whole squared distance is at most `cut` when it is at most
@@ -699,9 +707,9 @@ impl UnitCut {
         }
         let shift = u32::BITS - (2 * w).leading_zeros();
         // A key's value is below 2·(w + 1)²: a capped column value plus a
-        // step within the window.
+        // step within the window (w <= 128: 16 bits, and 9 for the step).
         let top = 2 * u64::from(w + 1) * u64::from(w + 1);
-        if top << shift > u64::from(u32::MAX) {
+        if w > UNIT_MAX_STEPS || top << shift > u64::from(u32::MAX) {
             return None;
         }
         Some(UnitCut {
@@ -816,7 +824,7 @@ pub(crate) fn two_nearest_unit(
         return;
     }
     let UnitCut { cut, w, shift } = cut;
-    // w <= 1000: the cap and its square fit.
+    // w <= 128: the cap and its square fit.
     let cap = (w + 1) as u16;
     let none = u32::from(cap) * u32::from(cap);
     let n = n0 * n1;
@@ -1163,9 +1171,8 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    /// The unit sweep's keys fit a `u32` up to a cut-off of about 1000
-    /// steps; beyond, and for `+∞` or NaN, the caller takes the `f64`
-    /// sweep.
+    /// The unit sweep takes cut-offs up to 128 steps; beyond, and for
+    /// `+∞` or NaN, the caller takes the `f64` sweep.
     #[test]
     fn unit_cut_off_and_its_keys() {
         // The U-Net default R = 5·√(2·ln 10⁶) ≈ 26.28: R² ≈ 690.8.
@@ -1174,10 +1181,10 @@ mod tests {
         // A distance equal to the cut-off is kept (the slack).
         assert_eq!(UnitCut::new(3.0).map(|c| (c.cut, c.w)), Some((9, 3)));
         assert_eq!(UnitCut::new(0.0).map(|c| (c.cut, c.w)), Some((0, 0)));
-        let large = UnitCut::new(999.0).expect("fits");
-        assert_eq!(large.w, 999);
-        assert!((2 * 1000u64 * 1000) << large.shift <= u64::from(u32::MAX));
-        for max in [1000.0, 1e9, f64::INFINITY, f64::NAN] {
+        let large = UnitCut::new(128.5).expect("fits");
+        assert_eq!((large.w, large.shift), (128, 9));
+        assert!((2 * 129u64 * 129) << large.shift <= u64::from(u32::MAX));
+        for max in [129.0, 1000.0, 1e9, f64::INFINITY, f64::NAN] {
             assert_eq!(UnitCut::new(max), None, "{max}");
         }
     }
@@ -1344,7 +1351,7 @@ mod tests {
                 (Just(n0), Just(n1), prop::collection::vec(
                     prop_oneof![6 => Just(0u32), 1 => 1u32..6], n0 * n1))
             }),
-            max in prop_oneof![0.0f64..3.0, 3.0f64..40.0, 100.0f64..999.0],
+            max in prop_oneof![0.0f64..3.0, 3.0f64..40.0, 100.0f64..128.9],
             everywhere in any::<bool>(),
         ) {
             let cut = UnitCut::new(max).expect("keys fit");
