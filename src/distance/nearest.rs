@@ -663,6 +663,10 @@ pub(crate) fn two_nearest_rows(
 /// together, a whole number of 256-bit vectors of `u32`.
 const LANES: usize = 16;
 
+/// Elements of a band of rows whose backward scan states the unit-grid
+/// sweep keeps at once (at least `2(w + 1)` rows): about 128 KiB.
+const BAND_ELEMENTS: usize = 1 << 14;
+
 /// The widest cut-off, in steps, that the unit-grid sweep takes: its
 /// windows cost up to `2R + 1` columns per element where the envelopes of
 /// [`two_nearest_rows`] cost a few operations whatever `R`; the two break
@@ -749,6 +753,13 @@ impl UnitScan {
         }
     }
 
+    /// Back to no site seen.
+    fn reset(&mut self, cap: u16) {
+        self.d1.fill(cap);
+        self.d2.fill(cap);
+        self.l1.fill(0);
+    }
+
     #[inline(always)]
     fn step(&mut self, labels: &[u32], cap: u16) {
         let n = labels.len();
@@ -803,7 +814,8 @@ struct UnitPass {
 /// element with `everywhere`) whose `d2 <= R²` (exact), with its `d1`.
 ///
 /// Axis 0 as in [`two_nearest_rows`], with counts capped beyond the cut-off
-/// (a backward scan stored, then the forward one merged row by row). Along
+/// (the backward scan a band of rows at a time, then the forward one merged
+/// row by row). Along
 /// the row, `d1` and its label `ℓ(x)` are the least key `(value, offset)`
 /// over the window of the `2w + 1` columns within the cut-off, and `d2` the
 /// least value over the window of each column's best pair whose label is not
@@ -829,21 +841,12 @@ pub(crate) fn two_nearest_unit(
     let none = u32::from(cap) * u32::from(cap);
     let n = n0 * n1;
     let labels = &labels[..n];
-    // The backward states of each row, last row first.
-    let (mut back_d1, mut back_d2) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut back_l1 = Vec::with_capacity(n);
+    // The backward states of a band of rows at a time: a count capped at
+    // `w + 1` only depends on the `w` rows below, so each band's scan
+    // starts `w` rows below it, and the states stay in cache.
+    let band = (BAND_ELEMENTS / n1).max(2 * (w + 1)).min(n0);
+    let mut back = UnitScan::new(band * n1, cap);
     let mut scan = UnitScan::new(n1, cap);
-    crate::kernel::dispatch::run(
-        #[inline(always)]
-        || {
-            for row in labels.chunks_exact(n1).rev() {
-                scan.step(row, cap);
-                back_d1.extend_from_slice(&scan.d1);
-                back_d2.extend_from_slice(&scan.d2);
-                back_l1.extend_from_slice(&scan.l1);
-            }
-        },
-    );
     // `w` sentinels left of column 0, `w + LANES` right of the last.
     let len = n1 + 2 * w + LANES;
     let mut row = UnitRow {
@@ -871,13 +874,35 @@ pub(crate) fn two_nearest_unit(
     };
     let mut fore = UnitScan::new(n1, cap);
     let mut near = Vec::with_capacity(n1);
-    for (r, (((labels_row, bd1), bd2), bl1)) in labels
-        .chunks_exact(n1)
-        .zip(back_d1.chunks_exact(n1).rev())
-        .zip(back_d2.chunks_exact(n1).rev())
-        .zip(back_l1.chunks_exact(n1).rev())
-        .enumerate()
-    {
+    for (r, labels_row) in labels.chunks_exact(n1).enumerate() {
+        let at = (r % band) * n1;
+        if at == 0 {
+            let below = (r + band + w).min(n0);
+            crate::kernel::dispatch::run(
+                #[inline(always)]
+                || {
+                    scan.reset(cap);
+                    for (q, row) in labels[r * n1..below * n1]
+                        .chunks_exact(n1)
+                        .enumerate()
+                        .rev()
+                    {
+                        scan.step(row, cap);
+                        if q < band {
+                            let to = q * n1..(q + 1) * n1;
+                            back.d1[to.clone()].copy_from_slice(&scan.d1);
+                            back.d2[to.clone()].copy_from_slice(&scan.d2);
+                            back.l1[to].copy_from_slice(&scan.l1);
+                        }
+                    }
+                },
+            );
+        }
+        let (bd1, bd2, bl1) = (
+            &back.d1[at..at + n1],
+            &back.d2[at..at + n1],
+            &back.l1[at..at + n1],
+        );
         near.clear();
         crate::kernel::dispatch::run(
             #[inline(always)]
