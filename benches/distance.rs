@@ -11,7 +11,7 @@
 //! * `two_nearest`: labelled cells on 512² (200 and 800 cells), with the
 //!   U-Net cut-off `R = 5·√(2·ln 10⁶)` and with `R = ∞`.
 //! * `unet`: `UNetWeights::for_mask::<f32>` with the defaults on 512² with
-//!   50 / 200 / 800 cells, on 2048² with 1000 / 4000 cells, and on a
+//!   50 / 90 / 200 / 800 cells, on 2048² with 1000 / 4000 cells, and on a
 //!   172×448 "text scan" with about 200 letters.
 //!
 //! With the `rayon` feature, the group `edt_parallel` times `distance_to`
@@ -196,6 +196,7 @@ fn unet(c: &mut Criterion) {
     let mut group = group(c, "unet", 2);
     let cases = [
         ("512_cells_50", cells(512, 512, 50, 10)),
+        ("512_cells_90", cells(512, 512, 90, 11)),
         ("512_cells_200", cells(512, 512, 200, 12)),
         ("512_cells_800", cells(512, 512, 800, 13)),
         ("2048_cells_1000", cells(2048, 2048, 1000, 14)),

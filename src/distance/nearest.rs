@@ -659,6 +659,486 @@ pub(crate) fn two_nearest_rows(
     }
 }
 
+/// Lanes of the unit-grid row pass: elements whose windows are searched
+/// together, a whole number of 256-bit vectors of `u32`.
+const LANES: usize = 16;
+
+/// Elements of a band of rows whose backward scan states the unit-grid
+/// sweep keeps at once (at least `2(w + 1)` rows): about 128 KiB.
+const BAND_ELEMENTS: usize = 1 << 14;
+
+/// The widest cut-off, in steps, that the unit-grid sweep takes: its
+/// windows cost up to `2R + 1` columns per element where the envelopes of
+/// [`two_nearest_rows`] cost a few operations whatever `R`; the two break
+/// even at about 130 steps (σ ≈ 25 in the weight map), measured on sparse
+/// masks.
+const UNIT_MAX_STEPS: u32 = 128;
+
+/// The cut-off of [`two_nearest_unit`] on the unit grid, in whole squared
+/// steps, and the packing of its search keys.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct UnitCut {
+    /// The largest squared distance kept: `⌊R²⌋`.
+    cut: u32,
+    /// The largest step whose square is at most `cut`: the window's
+    /// half-width, and the reach of the column counts.
+    w: usize,
+    /// Bits below a key's value: they hold the offset in the window.
+    shift: u32,
+}
+
+impl UnitCut {
+    /// The cut-off of the sweep for `max_distance` (with the slack of
+    /// [`two_nearest_pairs`]), or `None` beyond [`UNIT_MAX_STEPS`] steps
+    /// (and for `+∞` or NaN).
+    pub(crate) fn new(max_distance: f64) -> Option<Self> {
+        let reach = max_distance * (1.0 + 1e-9);
+        let cut = reach * reach;
+        let limit = (UNIT_MAX_STEPS + 1) * (UNIT_MAX_STEPS + 1);
+        // Also for NaN.
+        if cut.is_nan() || cut >= f64::from(limit) {
+            return None;
+        }
+        // A whole squared distance is at most `cut` when it is at most
+        // its floor.
+        let cut = cut.floor() as u32;
+        let mut w = f64::from(cut).sqrt() as u32;
+        while (w + 1) * (w + 1) <= cut {
+            w += 1;
+        }
+        while w * w > cut {
+            w -= 1;
+        }
+        let shift = u32::BITS - (2 * w).leading_zeros();
+        // A key's value is below 2·(w + 1)²: a capped column value plus a
+        // step within the window (w <= 128: 16 bits, and 9 for the step).
+        let top = 2 * u64::from(w + 1) * u64::from(w + 1);
+        if w > UNIT_MAX_STEPS || top << shift > u64::from(u32::MAX) {
+            return None;
+        }
+        Some(UnitCut {
+            cut,
+            w: w as usize,
+            shift,
+        })
+    }
+}
+
+/// A background element (any element with `everywhere`) whose `d2` is
+/// within the cut-off: its column and squared distances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Near {
+    pub(crate) x: usize,
+    pub(crate) d1: u32,
+    pub(crate) d2: u32,
+}
+
+/// Per-column scan states along axis 0 in whole steps capped at
+/// `cap` (the nearest site and the nearest with another label, and the
+/// label of the first): [`Scan`] without the second label, which no value
+/// depends on. Capping commutes with every step (the selects depend on
+/// labels only), so the counts are the exact ones capped.
+struct UnitScan {
+    d1: Vec<u16>,
+    d2: Vec<u16>,
+    l1: Vec<u32>,
+}
+
+impl UnitScan {
+    fn new(n: usize, cap: u16) -> Self {
+        UnitScan {
+            d1: vec![cap; n],
+            d2: vec![cap; n],
+            l1: vec![0; n],
+        }
+    }
+
+    /// Back to no site seen.
+    fn reset(&mut self, cap: u16) {
+        self.d1.fill(cap);
+        self.d2.fill(cap);
+        self.l1.fill(0);
+    }
+
+    #[inline(always)]
+    fn step(&mut self, labels: &[u32], cap: u16) {
+        let n = labels.len();
+        let (d1, d2, l1) = (&mut self.d1[..n], &mut self.d2[..n], &mut self.l1[..n]);
+        for i in 0..n {
+            let label = labels[i];
+            let site = label != 0;
+            let new = site & (l1[i] != label);
+            let up1 = (d1[i] + 1).min(cap);
+            let up2 = (d2[i] + 1).min(cap);
+            d2[i] = if new { up1 } else { up2 };
+            d1[i] = if site { 0 } else { up1 };
+            l1[i] = if site { label } else { l1[i] };
+        }
+    }
+}
+
+/// The column candidates of one row for the row pass, padded on both
+/// sides so that every window is in bounds: `key` the best value shifted
+/// for the search keys, `g1` and `l1` the best value and its label, `g2`
+/// the best value of another label (`g1 <= g2`); `(w + 1)²` (the cap) for
+/// none. `free` is all ones where the element wants a term (0 in the
+/// padding); `sites[y]` counts the padded columns before `y` with a
+/// candidate.
+struct UnitRow {
+    key: Vec<u32>,
+    g1: Vec<u32>,
+    g2: Vec<u32>,
+    l1: Vec<u32>,
+    free: Vec<u32>,
+    sites: Vec<u32>,
+}
+
+/// The constants of the row pass of [`two_nearest_unit`], and its scratch.
+struct UnitPass {
+    /// Half-width of the windows, the cut-off, the key shift, the cap.
+    w: usize,
+    cut: u32,
+    shift: u32,
+    none: u32,
+    /// The window's columns from the centre out (`w`, `w - 1`, `w + 1`,
+    /// ...), with `s² << shift | k` and `s²` for the column `k` at `s`
+    /// steps from the centre.
+    taps: Vec<(usize, u32, u32)>,
+    /// Each column's value of a label other than the block's.
+    other: Vec<u32>,
+}
+
+/// [`two_nearest_rows`] on the unit grid, in whole numbers: `each(r, near)`
+/// receives, for every row `r` (first row first), the elements that keep
+/// the border term, in increasing column: every background element (every
+/// element with `everywhere`) whose `d2 <= R²` (exact), with its `d1`.
+///
+/// Axis 0 as in [`two_nearest_rows`], with counts capped beyond the cut-off
+/// (the backward scan a band of rows at a time, then the forward one merged
+/// row by row). Along
+/// the row, `d1` and its label `ℓ(x)` are the least key `(value, offset)`
+/// over the window of the `2w + 1` columns within the cut-off, and `d2` the
+/// least value over the window of each column's best pair whose label is not
+/// `ℓ(x)`: a direct search, [`LANES`] elements at once with no branch, exact
+/// since every `d <= R²` lies within the window (see the module doc for the
+/// pairs). The window is searched from its centre out and left as soon as no
+/// farther column can lower a value that matters; blocks of elements that
+/// need no term (inside instances, or with no site in the window) are
+/// skipped.
+pub(crate) fn two_nearest_unit(
+    labels: &[u32],
+    [n0, n1]: [usize; 2],
+    cut: UnitCut,
+    everywhere: bool,
+    mut each: impl FnMut(usize, &[Near]),
+) {
+    if n0 == 0 || n1 == 0 || labels.len() < n0 * n1 {
+        return;
+    }
+    let UnitCut { cut, w, shift } = cut;
+    // w <= 128: the cap and its square fit.
+    let cap = (w + 1) as u16;
+    let none = u32::from(cap) * u32::from(cap);
+    let n = n0 * n1;
+    let labels = &labels[..n];
+    // The backward states of a band of rows at a time: a count capped at
+    // `w + 1` only depends on the `w` rows below, so each band's scan
+    // starts `w` rows below it, and the states stay in cache.
+    let band = (BAND_ELEMENTS / n1).max(2 * (w + 1)).min(n0);
+    let mut back = UnitScan::new(band * n1, cap);
+    let mut scan = UnitScan::new(n1, cap);
+    // `w` sentinels left of column 0, `w + LANES` right of the last.
+    let len = n1 + 2 * w + LANES;
+    let mut row = UnitRow {
+        key: vec![none << shift; len],
+        g1: vec![none; len],
+        g2: vec![none; len],
+        l1: vec![0; len],
+        free: vec![0; len],
+        sites: vec![0; len + 1],
+    };
+    let mut taps = vec![(w, 0, 0)];
+    for s in 1..=w {
+        let square = (s * s) as u32;
+        taps.push((w - s, (square << shift) | (w - s) as u32, square));
+        taps.push((w + s, (square << shift) | (w + s) as u32, square));
+    }
+    taps[0].1 = w as u32;
+    let mut pass = UnitPass {
+        w,
+        cut,
+        shift,
+        none,
+        taps,
+        other: vec![0; 2 * w + LANES],
+    };
+    let mut fore = UnitScan::new(n1, cap);
+    let mut near = Vec::with_capacity(n1);
+    for (r, labels_row) in labels.chunks_exact(n1).enumerate() {
+        let at = (r % band) * n1;
+        if at == 0 {
+            let below = (r + band + w).min(n0);
+            crate::kernel::dispatch::run(
+                #[inline(always)]
+                || {
+                    scan.reset(cap);
+                    for (q, row) in labels[r * n1..below * n1]
+                        .chunks_exact(n1)
+                        .enumerate()
+                        .rev()
+                    {
+                        scan.step(row, cap);
+                        if q < band {
+                            let to = q * n1..(q + 1) * n1;
+                            back.d1[to.clone()].copy_from_slice(&scan.d1);
+                            back.d2[to.clone()].copy_from_slice(&scan.d2);
+                            back.l1[to].copy_from_slice(&scan.l1);
+                        }
+                    }
+                },
+            );
+        }
+        let (bd1, bd2, bl1) = (
+            &back.d1[at..at + n1],
+            &back.d2[at..at + n1],
+            &back.l1[at..at + n1],
+        );
+        near.clear();
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || {
+                fore.step(labels_row, cap);
+                let (fd1, fd2, fl1) = (&fore.d1[..n1], &fore.d2[..n1], &fore.l1[..n1]);
+                let key = &mut row.key[w..w + n1];
+                let g1 = &mut row.g1[w..w + n1];
+                let g2 = &mut row.g2[w..w + n1];
+                let l1 = &mut row.l1[w..w + n1];
+                let free = &mut row.free[w..w + n1];
+                // `merge` on the fields: the nearer side's label (the
+                // forward one on ties); for `d2` the nearer side's own
+                // second, or the farther side's best when its label
+                // differs, else the better of the two seconds.
+                for i in 0..n1 {
+                    let (f1, f2) = (u32::from(fd1[i]), u32::from(fd2[i]));
+                    let (b1, b2) = (u32::from(bd1[i]), u32::from(bd2[i]));
+                    let first = f1 <= b1;
+                    let e1 = f1.min(b1);
+                    let own = if first { f2 } else { b2 };
+                    let e2 = if fl1[i] == bl1[i] {
+                        f2.min(b2)
+                    } else {
+                        own.min(f1.max(b1))
+                    };
+                    g1[i] = e1 * e1;
+                    key[i] = (e1 * e1) << shift;
+                    g2[i] = e2 * e2;
+                    l1[i] = if first { fl1[i] } else { bl1[i] };
+                }
+                let all = u32::from(everywhere).wrapping_neg();
+                for (f, &l) in free.iter_mut().zip(labels_row) {
+                    *f = all | u32::from(l == 0).wrapping_neg();
+                }
+            },
+        );
+        let mut count = 0;
+        for (s, &g) in row.sites[1..].iter_mut().zip(&row.g1) {
+            count += u32::from(g < none);
+            *s = count;
+        }
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || pass.row(&row, n1, &mut near),
+        );
+        each(r, &near);
+    }
+}
+
+impl UnitPass {
+    /// The row pass of [`two_nearest_unit`] over one row's column
+    /// candidates `row` (padded by `w` on the left), of `n1` columns, into
+    /// `near`.
+    #[inline(always)]
+    fn row(&mut self, row: &UnitRow, n1: usize, near: &mut Vec<Near>) {
+        let (w, cut, shift, none) = (self.w, self.cut, self.shift, self.none);
+        let mask = (1u32 << shift) - 1;
+        let span = 2 * w + LANES;
+        for block in (0..n1).step_by(LANES) {
+            // The window of element block + i is the padded columns
+            // block + i to block + i + 2w, centred on its own.
+            let (Some(before), Some(after), Some(free)) = (
+                lanes(&row.sites, block),
+                lanes(&row.sites, block + 2 * w + 1),
+                lanes(&row.free, block + w),
+            ) else {
+                continue;
+            };
+            // All ones on the lanes that want a term and have a site in
+            // their window.
+            let mut wanted = [0u32; LANES];
+            for i in 0..LANES {
+                wanted[i] = free[i] & u32::from(before[i] != after[i]).wrapping_neg();
+            }
+            if wanted == [0; LANES] {
+                continue;
+            }
+            let mut best = [u32::MAX; LANES];
+            self.search(
+                &mut best,
+                &wanted,
+                shift,
+                #[inline(always)]
+                |best, &(k, off, _)| {
+                    if let Some(keys) = lanes(&row.key, block + k) {
+                        for i in 0..LANES {
+                            best[i] = best[i].min(keys[i] + off);
+                        }
+                    }
+                },
+            );
+            let mut label = [0u32; LANES];
+            for i in 0..LANES {
+                let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
+                if keep {
+                    let y = block + i + (best[i] & mask) as usize;
+                    label[i] = row.l1.get(y).copied().unwrap_or(0);
+                }
+                wanted[i] = u32::from(keep).wrapping_neg();
+            }
+            if wanted == [0; LANES] {
+                continue;
+            }
+            let mut best2 = [u32::MAX; LANES];
+            // Mostly every wanted lane has the same nearest label: then
+            // each column's value of another label is taken once for the
+            // block.
+            let first = wanted.iter().position(|&m| m != 0).unwrap_or(0);
+            let common = label[first];
+            let mut shared = true;
+            for i in 0..LANES {
+                shared &= wanted[i] == 0 || label[i] == common;
+            }
+            let window = (
+                row.l1.get(block..block + span),
+                row.g1.get(block..block + span),
+                row.g2.get(block..block + span),
+            );
+            if let (true, (Some(l1), Some(g1), Some(g2))) = (shared, window) {
+                let mut other = std::mem::take(&mut self.other);
+                let any = other_values(&mut other, [l1, g1, g2], common, none);
+                if any {
+                    self.search(
+                        &mut best2,
+                        &wanted,
+                        0,
+                        #[inline(always)]
+                        |best2, &(k, _, square)| {
+                            if let Some(v) = lanes(&other, k) {
+                                for i in 0..LANES {
+                                    best2[i] = best2[i].min(v[i] + square);
+                                }
+                            }
+                        },
+                    );
+                }
+                self.other = other;
+                if !any {
+                    continue;
+                }
+            } else {
+                self.search(
+                    &mut best2,
+                    &wanted,
+                    0,
+                    #[inline(always)]
+                    |best2, &(k, _, square)| {
+                        let at = block + k;
+                        if let (Some(l1), Some(g1), Some(g2)) =
+                            (lanes(&row.l1, at), lanes(&row.g1, at), lanes(&row.g2, at))
+                        {
+                            for i in 0..LANES {
+                                // The best value of a label other than
+                                // `label[i]`: `g1`, or the larger `g2` when
+                                // `l1` is that label (a mask and a max, which
+                                // vectorise).
+                                let same = u32::from(l1[i] == label[i]).wrapping_neg();
+                                let v = g1[i].max(g2[i] & same);
+                                best2[i] = best2[i].min(v + square);
+                            }
+                        }
+                    },
+                );
+            }
+            for i in 0..LANES {
+                if wanted[i] != 0 && best2[i] <= cut {
+                    near.push(Near {
+                        x: block + i,
+                        d1: best[i] >> shift,
+                        d2: best2[i],
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs `tap` over the window's columns from the centre out, and stops
+    /// once no farther column can lower a value that matters: a column `s`
+    /// steps away adds `s²`, so when `(s + 1)²` exceeds the value (`best >>
+    /// shift`) of every wanted lane, or the cut-off, the rest only gives
+    /// values that are not kept. Checked every other step.
+    #[inline(always)]
+    fn search(
+        &self,
+        best: &mut [u32; LANES],
+        wanted: &[u32; LANES],
+        shift: u32,
+        mut tap: impl FnMut(&mut [u32; LANES], &(usize, u32, u32)),
+    ) {
+        let Some((centre, rest)) = self.taps.split_first() else {
+            return;
+        };
+        tap(best, centre);
+        for (c, four) in rest.chunks(4).enumerate() {
+            for t in four {
+                tap(best, t);
+            }
+            // Columns up to s steps away are done.
+            let s = 2 * c + 2;
+            let next = ((s + 1) * (s + 1)) as u32;
+            if next > self.cut {
+                break;
+            }
+            let limit = next << shift;
+            let mut low = true;
+            for i in 0..LANES {
+                low &= best[i] & wanted[i] < limit;
+            }
+            if low {
+                break;
+            }
+        }
+    }
+}
+
+/// The `LANES` values of `v` from `at`, when in bounds.
+#[inline(always)]
+fn lanes(v: &[u32], at: usize) -> Option<&[u32; LANES]> {
+    v.get(at..at.checked_add(LANES)?)?.try_into().ok()
+}
+
+/// Each column's best value of a label other than `label` into `other`:
+/// `g1`, or the larger `g2` where `l1` is `label`; whether any is below
+/// `none`.
+#[inline(always)]
+fn other_values(other: &mut [u32], [l1, g1, g2]: [&[u32]; 3], label: u32, none: u32) -> bool {
+    let mut low = u32::MAX;
+    for (((o, &l), &a), &b) in other.iter_mut().zip(l1).zip(g1).zip(g2) {
+        let same = u32::from(l == label).wrapping_neg();
+        *o = a.max(b & same);
+        low = low.min(*o);
+    }
+    low < none
+}
+
 /// The two-best sweep of the row-major `labels` of `shape` (0: background):
 /// the two best squared distances of every element, `d2` as `need` asks
 /// on the last pass. Second distances above `max_distance` may be `+∞`
@@ -710,8 +1190,29 @@ pub(crate) fn two_nearest_pairs(
 
 #[cfg(test)]
 mod tests {
-    use super::{Need, Pair, Scratch, first_axis, line_pass, two_nearest_rows};
+    use super::{
+        Near, Need, Pair, Scratch, UnitCut, first_axis, line_pass, two_nearest_rows,
+        two_nearest_unit,
+    };
     use proptest::prelude::*;
+
+    /// The unit sweep takes cut-offs up to 128 steps; beyond, and for
+    /// `+∞` or NaN, the caller takes the `f64` sweep.
+    #[test]
+    fn unit_cut_off_and_its_keys() {
+        // The U-Net default R = 5·√(2·ln 10⁶) ≈ 26.28: R² ≈ 690.8.
+        let cut = UnitCut::new(5.0 * (2.0 * 1e6_f64.ln()).sqrt()).expect("fits");
+        assert_eq!((cut.cut, cut.w, cut.shift), (690, 26, 6));
+        // A distance equal to the cut-off is kept (the slack).
+        assert_eq!(UnitCut::new(3.0).map(|c| (c.cut, c.w)), Some((9, 3)));
+        assert_eq!(UnitCut::new(0.0).map(|c| (c.cut, c.w)), Some((0, 0)));
+        let large = UnitCut::new(128.5).expect("fits");
+        assert_eq!((large.w, large.shift), (128, 9));
+        assert!((2 * 129u64 * 129) << large.shift <= u64::from(u32::MAX));
+        for max in [129.0, 1000.0, 1e9, f64::INFINITY, f64::NAN] {
+            assert_eq!(UnitCut::new(max), None, "{max}");
+        }
+    }
 
     /// The two best distinct-label values of every `x` from `line`, by brute
     /// force.
@@ -862,6 +1363,54 @@ mod tests {
                     prop_assert!(!wanted || (e2 - cut).abs() <= 1e-9 * cut, "d2 at {x} missing: {e2}");
                 }
             }
+        }
+
+        /// The unit-grid sweep against brute force over whole 2-D images,
+        /// in whole numbers: exactly the elements that keep a term (`d2`
+        /// within the cut-off, off the instances unless `everywhere`),
+        /// with their exact `d1` and `d2`. Rows wider than a few blocks of
+        /// lanes and cut-offs from below one step to past the image.
+        #[test]
+        fn unit_rows_match_brute_force(
+            (n0, n1, labels) in (1usize..14, 1usize..90).prop_flat_map(|(n0, n1)| {
+                (Just(n0), Just(n1), prop::collection::vec(
+                    prop_oneof![6 => Just(0u32), 1 => 1u32..6], n0 * n1))
+            }),
+            max in prop_oneof![0.0f64..3.0, 3.0f64..40.0, 100.0f64..128.9],
+            everywhere in any::<bool>(),
+        ) {
+            let cut = UnitCut::new(max).expect("keys fit");
+            let reach = max * (1.0 + 1e-9);
+            let limit = reach * reach;
+            let mut got = Vec::new();
+            let mut rows = Vec::new();
+            two_nearest_unit(&labels, [n0, n1], cut, everywhere, |r, near| {
+                rows.push(r);
+                got.extend(near.iter().map(|p| (r, *p)));
+            });
+            prop_assert_eq!(rows, (0..n0).collect::<Vec<_>>());
+            let mut expected = Vec::new();
+            for (x, &own) in labels.iter().enumerate() {
+                let (r, c) = (x / n1, x % n1);
+                let mut per: Vec<(u32, u64)> = Vec::new();
+                for (y, &l) in labels.iter().enumerate() {
+                    if l == 0 {
+                        continue;
+                    }
+                    let (dr, dc) = ((y / n1).abs_diff(r) as u64, (y % n1).abs_diff(c) as u64);
+                    let d = dr * dr + dc * dc;
+                    match per.iter_mut().find(|(k, _)| *k == l) {
+                        Some(e) => e.1 = e.1.min(d),
+                        None => per.push((l, d)),
+                    }
+                }
+                per.sort_by_key(|e| e.1);
+                if per.len() >= 2 && (per[1].1 as f64) <= limit && (everywhere || own == 0) {
+                    let (d1, d2) = (per[0].1 as u32, per[1].1 as u32);
+                    expected.push((r, Near { x: c, d1, d2 }));
+                }
+            }
+            prop_assert_eq!(got, expected);
         }
 
         /// Both `d2` paths (direct search on short runs, envelope on long
