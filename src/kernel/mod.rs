@@ -308,6 +308,59 @@ impl Domain {
     }
 }
 
+/// [`Domain::accepts`] with its thresholds in the element type, made once
+/// per call (see [`Domain::thresholds`]), in fewer vector instructions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepts<A> {
+    x_lo: A,
+    x_hi: A,
+    spread: A,
+}
+
+impl Domain {
+    /// The thresholds of [`Domain::accepts`], for the kernels' hot loops.
+    pub(crate) fn thresholds<A: Float>(self) -> Accepts<A> {
+        let (x_lo, x_hi) = if self.probabilities {
+            (A::zero(), A::one())
+        } else {
+            (-A::max_value(), A::max_value())
+        };
+        let spread = if self.binary_target {
+            A::zero()
+        } else {
+            A::infinity()
+        };
+        Accepts { x_lo, x_hi, spread }
+    }
+}
+
+impl<A: Float> Accepts<A> {
+    /// Whether an (input, target) pair is acceptable: the same answer as
+    /// [`Domain::accepts`]. On the target, `t = y·(1 - y)` is `≥ 0` exactly
+    /// on `[0, 1]` (a negative `y`, one above 1, ±∞ and NaN all give a
+    /// negative `t` or NaN) and 0 exactly on `{0, 1}` (in `(0, 1)` one
+    /// factor is at least 1/2 and the other positive, and below 2^-25 the
+    /// other is `y` itself, `1 - y` rounding to 1: `t` never underflows to
+    /// 0). `1 - y` is shared with the losses that compute it.
+    #[inline(always)]
+    pub(crate) fn check(self, x: A, y: A) -> bool {
+        self.input(x) & self.target(y)
+    }
+
+    /// Whether an input is acceptable.
+    #[inline(always)]
+    pub(crate) fn input(self, x: A) -> bool {
+        (x >= self.x_lo) & (x <= self.x_hi)
+    }
+
+    /// Whether a target is acceptable.
+    #[inline(always)]
+    pub(crate) fn target(self, y: A) -> bool {
+        let t = y * (A::one() - y);
+        (t >= A::zero()) & (t <= self.spread)
+    }
+}
+
 /// A weight is acceptable when finite and non-negative (branch-free).
 #[inline(always)]
 pub(crate) fn weight_ok<A: Float>(w: A) -> bool {
@@ -590,6 +643,12 @@ fused_sum! {
     fn zip4_sum_write(x, y, w, v; g) -> (d)
 }
 
+fused_sum! {
+    /// Sums `K` quantities of `term(x, y, w, v, u) = (values, d, valid)`
+    /// over five slices and writes each `d` into `g`.
+    fn zip5_sum_write(x, y, w, v, u; g) -> (d)
+}
+
 /// Sums `K` quantities over a block in [`CHUNK`]-sized pieces, where each
 /// piece `range` of the operands comes with the values `stage(x)` of its
 /// part of `x`, computed first in a loop of their own: `body(range, staged)`
@@ -619,4 +678,29 @@ pub(crate) fn staged_sum<A: Float, const K: usize>(
         start = end;
     }
     (total, ok)
+}
+
+/// As [`staged_sum`] with a second stage: each piece comes with
+/// `s = stage(x)` and `t = then(s)`, each computed in a loop of its own,
+/// and `body(range, s, t)` returns its totals.
+#[inline(always)]
+pub(crate) fn staged2_sum<A: Float, const K: usize>(
+    x: &[A],
+    stage: impl Fn(A) -> A,
+    then: impl Fn(A) -> A,
+    mut body: impl FnMut(std::ops::Range<usize>, &[A], &[A]) -> ([f64; K], bool),
+) -> ([f64; K], bool) {
+    let mut second = [A::zero(); CHUNK];
+    staged_sum(
+        x,
+        stage,
+        #[inline(always)]
+        |range, s| {
+            let t = &mut second[..s.len()];
+            for (t, &s) in t.iter_mut().zip(s) {
+                *t = then(s);
+            }
+            body(range, s, t)
+        },
+    )
 }
