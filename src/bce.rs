@@ -169,10 +169,17 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
         self.value_grad_in::<F>(x, y).0
     }
 
-    /// On logits, the `exp` is a stage of its own (see
+    /// On logits, the `exp` and the logarithm are stages of their own (see
     /// [`Elementwise::staged`]).
     #[inline(always)]
     fn staged<const F: usize>(&self) -> bool {
+        F == LOGITS
+    }
+
+    /// On logits, `|∂ℓ/∂x| = |(1 - y)·σ(x) - β·y·σ(-x)| ≤ max(1, β)`, a
+    /// difference of two terms in `[0, 1]` and `[0, β]`, with β finite.
+    #[inline(always)]
+    fn bounded_grad<const F: usize>(&self) -> bool {
         F == LOGITS
     }
 
@@ -182,8 +189,13 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
     }
 
     #[inline(always)]
-    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A) -> (A, A) {
-        let l = Logistic::from_stage(x, s);
+    fn stage2_in<const F: usize>(&self, s: A) -> A {
+        Logistic::softplus_stage(s)
+    }
+
+    #[inline(always)]
+    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A) -> (A, A) {
+        let l = Logistic::from_stages(x, s, t);
         self.logits_value_grad(l, y)
     }
 

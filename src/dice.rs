@@ -126,6 +126,21 @@ impl<A: Float> Power<A> {
     }
 }
 
+/// Pass 1 by [`region::sums_and_stage`] where it applies (then `true`),
+/// else by [`region::sums`].
+fn sums_with<A: Float, D: Dimension>(
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    scratch: Option<&mut ArrayRef<A, D>>,
+    term: impl Fn(A, A) -> [A; 3] + Sync + Copy,
+) -> (Result<Vec<[f64; 3]>>, bool) {
+    match scratch.and_then(|g| region::sums_and_stage(layout, input, target, g, term)) {
+        Some(sums) => (sums, true),
+        None => (region::sums(layout, input, target, term), false),
+    }
+}
+
 /// One group's gradient coefficients: `∂L/∂p = a·y + b·p^(γ-1)`.
 #[derive(Debug, Clone, Copy)]
 struct GroupGrad<A> {
@@ -255,24 +270,31 @@ impl DiceLoss {
     }
 
     /// Pass 1: the loss and, per group, the gradient coefficients.
+    ///
+    /// With `scratch`, pass 1 may also leave in it what pass 2 needs of
+    /// the input (see [`region::sums_and_stage`]); the flag says whether
+    /// it did.
     fn evaluate<A: Float, D: Dimension>(
         &self,
         input: &ArrayRef<A, D>,
         target: &ArrayRef<A, D>,
-    ) -> Result<(A, Layout, Vec<GroupGrad<A>>)> {
+        scratch: Option<&mut ArrayRef<A, D>>,
+    ) -> Result<(A, Layout, Vec<GroupGrad<A>>, bool)> {
         self.check()?;
         let layout = Layout::new(self.groups(), Activation::of(self.input), input, target)?;
         if let Some(w) = &self.class_weights {
             check_class_weights(w, layout.kept_classes())?;
         }
         // One loop per exponent: the match on γ is outside the loops.
-        let sums = match Power::<A>::new(self.gamma) {
-            Power::One => region::sums(&layout, input, target, |p, y| [p * y, p, y]),
-            Power::Two => region::sums(&layout, input, target, |p, y| [p * y, p * p, y * y]),
-            Power::Other(g) => {
-                region::sums(&layout, input, target, |p, y| [p * y, p.powf(g), y.powf(g)])
-            }
-        }?;
+        let l = &layout;
+        let (sums, staged) = match Power::<A>::new(self.gamma) {
+            Power::One => sums_with(l, input, target, scratch, |p, y| [p * y, p, y]),
+            Power::Two => sums_with(l, input, target, scratch, |p, y| [p * y, p * p, y * y]),
+            Power::Other(g) => sums_with(l, input, target, scratch, |p, y| {
+                [p * y, p.powf(g), y.powf(g)]
+            }),
+        };
+        let sums = sums?;
         let groups = sums.len() as f64;
         let mut total = 0.0;
         let mut parts = Vec::with_capacity(sums.len());
@@ -318,13 +340,18 @@ impl DiceLoss {
                 b: A::from_f64(b * factor),
             })
             .collect();
-        Ok((finite_result("the loss", loss)?, layout, coefficients))
+        Ok((
+            finite_result("the loss", loss)?,
+            layout,
+            coefficients,
+            staged,
+        ))
     }
 }
 
 impl<A: Float> Loss<A> for DiceLoss {
     fn loss<D: Dimension>(&self, input: &ArrayRef<A, D>, target: &ArrayRef<A, D>) -> Result<A> {
-        self.evaluate(input, target).map(|(loss, ..)| loss)
+        self.evaluate(input, target, None).map(|(loss, ..)| loss)
     }
 
     fn loss_grad<D: Dimension>(
@@ -334,8 +361,26 @@ impl<A: Float> Loss<A> for DiceLoss {
         grad: &mut ArrayRef<A, D>,
     ) -> Result<A> {
         same_shape("grad", input, grad)?;
-        let (loss, layout, coefficients) = self.evaluate(input, target)?;
+        let (loss, layout, coefficients, staged) = self.evaluate(input, target, Some(grad))?;
         let (layout, k) = (&layout, &coefficients);
+        if staged {
+            let k = &k[0];
+            match Power::<A>::new(self.gamma) {
+                Power::One => {
+                    region::write_grad_from_stage(target, grad, k, |_, y, c| c.a * y + c.b)
+                }
+                Power::Two => {
+                    region::write_grad_from_stage(target, grad, k, |p, y, c| c.a * y + c.b * p)
+                }
+                Power::Other(g) => {
+                    let g1 = g - A::one();
+                    region::write_grad_from_stage(target, grad, k, |p, y, c| {
+                        c.a * y + c.b * p.powf(g1)
+                    })
+                }
+            }?;
+            return Ok(loss);
+        }
         match Power::<A>::new(self.gamma) {
             Power::One => {
                 region::write_grad(layout, input, target, grad, k, |_, y, c| c.a * y + c.b)

@@ -308,6 +308,59 @@ impl Domain {
     }
 }
 
+/// [`Domain::accepts`] with its thresholds in the element type, made once
+/// per call (see [`Domain::thresholds`]), in fewer vector instructions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepts<A> {
+    x_lo: A,
+    x_hi: A,
+    spread: A,
+}
+
+impl Domain {
+    /// The thresholds of [`Domain::accepts`], for the kernels' hot loops.
+    pub(crate) fn thresholds<A: Float>(self) -> Accepts<A> {
+        let (x_lo, x_hi) = if self.probabilities {
+            (A::zero(), A::one())
+        } else {
+            (-A::max_value(), A::max_value())
+        };
+        let spread = if self.binary_target {
+            A::zero()
+        } else {
+            A::infinity()
+        };
+        Accepts { x_lo, x_hi, spread }
+    }
+}
+
+impl<A: Float> Accepts<A> {
+    /// Whether an (input, target) pair is acceptable: the same answer as
+    /// [`Domain::accepts`]. On the target, `t = y·(1 - y)` is `≥ 0` exactly
+    /// on `[0, 1]` (a negative `y`, one above 1, ±∞ and NaN all give a
+    /// negative `t` or NaN) and 0 exactly on `{0, 1}` (in `(0, 1)` one
+    /// factor is at least 1/2 and the other positive, and below 2^-25 the
+    /// other is `y` itself, `1 - y` rounding to 1: `t` never underflows to
+    /// 0). `1 - y` is shared with the losses that compute it.
+    #[inline(always)]
+    pub(crate) fn check(self, x: A, y: A) -> bool {
+        self.input(x) & self.target(y)
+    }
+
+    /// Whether an input is acceptable.
+    #[inline(always)]
+    pub(crate) fn input(self, x: A) -> bool {
+        (x >= self.x_lo) & (x <= self.x_hi)
+    }
+
+    /// Whether a target is acceptable.
+    #[inline(always)]
+    pub(crate) fn target(self, y: A) -> bool {
+        let t = y * (A::one() - y);
+        (t >= A::zero()) & (t <= self.spread)
+    }
+}
+
 /// A weight is acceptable when finite and non-negative (branch-free).
 #[inline(always)]
 pub(crate) fn weight_ok<A: Float>(w: A) -> bool {
@@ -320,6 +373,67 @@ pub(crate) fn weight_ok<A: Float>(w: A) -> bool {
 #[inline(always)]
 pub(crate) fn finite<A: Float>(v: A) -> bool {
     v.abs() <= A::max_value()
+}
+
+/// The sum of a short run in `f64`: folded into [`LANES`] element-type
+/// lanes, which vectorises, then [`sum_lanes`].
+#[inline(always)]
+pub(crate) fn lanes_sum<A: Float>(values: &[A]) -> f64 {
+    let mut lanes = [A::zero(); LANES];
+    let groups = values.chunks_exact(LANES);
+    for (l, &v) in lanes.iter_mut().zip(groups.remainder()) {
+        *l = v;
+    }
+    for group in groups {
+        for (l, &v) in lanes.iter_mut().zip(group) {
+            *l += v;
+        }
+    }
+    sum_lanes(&lanes)
+}
+
+/// Scratch for the `K` sums of `term(a, b)` over two short runs: the terms
+/// are written to `K` buffers in one element-wise loop, then each buffer is
+/// summed by [`lanes_sum`]. Summed in one pass, LLVM's SLP vectoriser
+/// packed the `K` quantities of one element into a vector instead of
+/// [`LANES`] elements of one quantity: scalar code with spills (it was a
+/// third of multi-class Dice's first pass; Dice on logits uses it now).
+#[derive(Debug, Clone)]
+pub(crate) struct RunSums<A, const K: usize> {
+    terms: [Vec<A>; K],
+}
+
+impl<A: Float, const K: usize> RunSums<A, K> {
+    /// Scratch for runs of up to `len` elements (it grows for longer ones).
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            terms: std::array::from_fn(|_| vec![A::zero(); len]),
+        }
+    }
+
+    /// The `K` sums of `term(a, b)` over the runs (the longer one cut to
+    /// the shorter), in `f64`. The scratch grows if a run is longer.
+    #[inline(always)]
+    pub(crate) fn sums(&mut self, a: &[A], b: &[A], term: impl Fn(A, A) -> [A; K]) -> [f64; K] {
+        let n = a.len().min(b.len());
+        for t in &mut self.terms {
+            if t.len() < n {
+                t.resize(n, A::zero());
+            }
+        }
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut terms = self.terms.each_mut().map(|t| &mut t[..n]);
+        for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
+            for (t, v) in terms.iter_mut().zip(term(x, y)) {
+                t[j] = v;
+            }
+        }
+        let mut out = [0.0; K];
+        for (o, t) in out.iter_mut().zip(terms) {
+            *o = lanes_sum(t);
+        }
+        out
+    }
 }
 
 /// The operands as slices in one common memory order, when they all have
@@ -505,6 +619,12 @@ fused_sum! {
     fn zip4_sum_write(x, y, w, v; g) -> (d)
 }
 
+fused_sum! {
+    /// Sums `K` quantities of `term(x, y, w, v, u) = (values, d, valid)`
+    /// over five slices and writes each `d` into `g`.
+    fn zip5_sum_write(x, y, w, v, u; g) -> (d)
+}
+
 /// Sums `K` quantities over a block in [`CHUNK`]-sized pieces, where each
 /// piece `range` of the operands comes with the values `stage(x)` of its
 /// part of `x`, computed first in a loop of their own: `body(range, staged)`
@@ -534,4 +654,29 @@ pub(crate) fn staged_sum<A: Float, const K: usize>(
         start = end;
     }
     (total, ok)
+}
+
+/// As [`staged_sum`] with a second stage: each piece comes with
+/// `s = stage(x)` and `t = then(s)`, each computed in a loop of its own,
+/// and `body(range, s, t)` returns its totals.
+#[inline(always)]
+pub(crate) fn staged2_sum<A: Float, const K: usize>(
+    x: &[A],
+    stage: impl Fn(A) -> A,
+    then: impl Fn(A) -> A,
+    mut body: impl FnMut(std::ops::Range<usize>, &[A], &[A]) -> ([f64; K], bool),
+) -> ([f64; K], bool) {
+    let mut second = [A::zero(); CHUNK];
+    staged_sum(
+        x,
+        stage,
+        #[inline(always)]
+        |range, s| {
+            let t = &mut second[..s.len()];
+            for (t, &s) in t.iter_mut().zip(s) {
+                *t = then(s);
+            }
+            body(range, s, t)
+        },
+    )
 }
