@@ -282,6 +282,13 @@ impl CrossEntropy {
                 ch.trim(&mut partial);
                 sum.add(&partial);
                 if let Some(mut g) = ch.g {
+                    if !probabilities {
+                        // `g_c = scale·(p_c·Σa - a_c)` with `p_c ∈ [0, 1]`
+                        // and `0 ≤ a_c ≤ Σa` is finite when `Σa` is (a
+                        // non-finite logit spoils the loss instead), so
+                        // one check per position covers the classes.
+                        faults.check(&a_sum, finite);
+                    }
                     for (c, ac) in a.iter().enumerate() {
                         let x = ch.x.get(c);
                         let mut v = [A::zero(); L];
@@ -293,13 +300,13 @@ impl CrossEntropy {
                                     A::zero()
                                 };
                             }
+                            faults.check(&v, finite);
                         } else {
                             let p = sm.p(c);
                             for k in 0..L {
                                 v[k] = scale * (p[k] * a_sum[k] - ac[k]);
                             }
                         }
-                        faults.check(&v, finite);
                         *g.get(c) = v;
                     }
                 }
