@@ -39,17 +39,18 @@ pub(crate) fn select<T>(c: bool, a: T, b: T) -> T {
 
 // ---------------------------------------------------------------- f32 ---
 
-/// `e^x` in `f32`.
+/// 1.5·2^23: adding it to `x·log2(e)` rounds to an integer `k` held in the
+/// low mantissa bits.
+const EXP_SHIFT_F32: f32 = 12_582_912.0;
+
+/// The shared core of [`exp_f32`] and [`exp_neg_f32`] for a clamped `xc`:
+/// `t = xc·log2(e) + SHIFT` (whose low bits hold `k`) and `e^r ≈ e^xc / 2^k`.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
-    // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
-    const SHIFT: f32 = 12_582_912.0;
+fn exp_core_f32(xc: f32) -> (f32, f32) {
     const LN2_HI: f32 = 0.693_359_4; // 355/512: k·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // exp(-104) rounds to 0 and exp(89) to +∞; NaN passes through clamp.
-    let xc = x.clamp(-104.0, 89.0);
-    let t = xc * std::f32::consts::LOG2_E + SHIFT;
-    let kf = t - SHIFT;
+    let t = xc * std::f32::consts::LOG2_E + EXP_SHIFT_F32;
+    let kf = t - EXP_SHIFT_F32;
     let r = (xc - kf * LN2_HI) - kf * LN2_LO;
     // Cephes expf: e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln 2 / 2, P evaluated
     // by Estrin's scheme (a dependency chain of 3 multiply-adds instead of
@@ -60,9 +61,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p23 = 8.333_452e-3 * r + 4.166_579_6e-2;
     let p45 = 1.987_569_1e-4_f32 * r + 1.398_199_9e-3;
     let p = (p23 * r2 + p01) + p45 * r4;
-    let y = (p * r2 + r) + 1.0;
+    (t, (p * r2 + r) + 1.0)
+}
+
+/// `e^x` in `f32`.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    // exp(-104) rounds to 0 and exp(89) to +∞; NaN passes through clamp.
+    let (t, y) = exp_core_f32(x.clamp(-104.0, 89.0));
     // k ∈ [-150, 129]; 2^k = 2^k1·2^k2 with both factors normal.
-    let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let k = (t.to_bits() as i32).wrapping_sub(EXP_SHIFT_F32.to_bits() as i32);
     // (Wrapping: a NaN argument gives arbitrary bits here, and a NaN result.)
     let k1 = k >> 1;
     let k2 = k.wrapping_sub(k1);
@@ -71,7 +79,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     y * s1 * s2
 }
 
-/// `e^x` in `f32` for `x ≤ 0` (or NaN): the logistic functions' `e^-|x|`.
+/// `e^x` in `f32` for `x ≤ 0` (or NaN): the logistic functions' `e^-|x|`
+/// and the softmax's `e^(x - max)`.
 ///
 /// [`exp_f32`] without its upper clamp, and with one scaling instead of
 /// two: for `k ∈ [-150, 0]`, `y·2^(k+24)` is normal and exact, and the
@@ -79,24 +88,11 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 /// bit for bit [`exp_f32`]'s, from 6 fewer vector instructions.
 #[inline(always)]
 pub(crate) fn exp_neg_f32(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     const TWO_M24: f32 = 1.0 / 16_777_216.0;
     // As `clamp(-104, ..)`, NaN passing through.
-    let xc = select(x < -104.0, -104.0, x);
-    let t = xc * std::f32::consts::LOG2_E + SHIFT;
-    let kf = t - SHIFT;
-    let r = (xc - kf * LN2_HI) - kf * LN2_LO;
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let p01 = 1.666_666_5e-1 * r + 0.5;
-    let p23 = 8.333_452e-3 * r + 4.166_579_6e-2;
-    let p45 = 1.987_569_1e-4_f32 * r + 1.398_199_9e-3;
-    let p = (p23 * r2 + p01) + p45 * r4;
-    let y = (p * r2 + r) + 1.0;
+    let (t, y) = exp_core_f32(select(x < -104.0, -104.0, x));
     // The biased exponent of 2^(k+24), k = t - SHIFT in the low bits.
-    let biased = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32 - 127 - 24);
+    let biased = (t.to_bits() as i32).wrapping_sub(EXP_SHIFT_F32.to_bits() as i32 - 127 - 24);
     let scale = f32::from_bits((biased as u32) << 23);
     y * scale * TWO_M24
 }
@@ -176,17 +172,18 @@ pub(crate) fn ln_1p_f32(x: f32) -> f32 {
 
 // ---------------------------------------------------------------- f64 ---
 
-/// `e^x` in `f64`.
+/// 1.5·2^52: adding it to `x·log2(e)` rounds to an integer `k` held in the
+/// low mantissa bits.
+const EXP_SHIFT_F64: f64 = 6_755_399_441_055_744.0;
+
+/// The shared core of [`exp_f64`] and [`exp_neg_f64`] for a clamped `xc`:
+/// `t = xc·log2(e) + SHIFT` (whose low bits hold `k`) and `e^r ≈ e^xc / 2^k`.
 #[inline(always)]
-pub(crate) fn exp_f64(x: f64) -> f64 {
-    // 1.5·2^52: adding it rounds to an integer held in the low mantissa bits.
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
+fn exp_core_f64(xc: f64) -> (f64, f64) {
     const LN2_HI: f64 = 6.931_471_803_691_238e-1; // 0x3fe62e42fee00000
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // 0x3dea39ef35793c76
-    // exp(-746) rounds to 0 and exp(710) to +∞; NaN passes through clamp.
-    let xc = x.clamp(-746.0, 710.0);
-    let t = xc * std::f64::consts::LOG2_E + SHIFT;
-    let kf = t - SHIFT;
+    let t = xc * std::f64::consts::LOG2_E + EXP_SHIFT_F64;
+    let kf = t - EXP_SHIFT_F64;
     let r = (xc - kf * LN2_HI) - kf * LN2_LO;
     // e^r = 1 + r + r²·P(r), P the Taylor series to r^11/13!: on
     // |r| ≤ ln 2 / 2 the first omitted term is below 5e-18.
@@ -205,10 +202,17 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
     let p47 = p67 * r2 + p45;
     let p811 = p1011 * r2 + p89;
     let p = (p47 * r4 + p03) + p811 * r8;
-    let y = (p * r2 + r) + 1.0;
+    (t, (p * r2 + r) + 1.0)
+}
+
+/// `e^x` in `f64`.
+#[inline(always)]
+pub(crate) fn exp_f64(x: f64) -> f64 {
+    // exp(-746) rounds to 0 and exp(710) to +∞; NaN passes through clamp.
+    let (t, y) = exp_core_f64(x.clamp(-746.0, 710.0));
     // k ∈ [-1077, 1025]; 2^k = 2^k1·2^k2 with both factors normal. The
     // halving shift is done on a positive offset (logical shift).
-    let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    let k = (t.to_bits() as i64).wrapping_sub(EXP_SHIFT_F64.to_bits() as i64);
     // (Wrapping: a NaN argument gives arbitrary bits here, and a NaN result.)
     let k1 = ((k.wrapping_add(4096) as u64) >> 1) as i64 - 2048;
     let k2 = k.wrapping_sub(k1);
@@ -222,29 +226,9 @@ pub(crate) fn exp_f64(x: f64) -> f64 {
 /// `k ∈ [-1077, 0]`).
 #[inline(always)]
 pub(crate) fn exp_neg_f64(x: f64) -> f64 {
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     const TWO_M55: f64 = 1.0 / 36_028_797_018_963_968.0;
-    let xc = select(x < -746.0, -746.0, x);
-    let t = xc * std::f64::consts::LOG2_E + SHIFT;
-    let kf = t - SHIFT;
-    let r = (xc - kf * LN2_HI) - kf * LN2_LO;
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let r8 = r4 * r4;
-    let p01 = (1.0 / 6.0) * r + 0.5;
-    let p23 = (1.0 / 120.0) * r + 1.0 / 24.0;
-    let p45 = (1.0 / 5_040.0) * r + 1.0 / 720.0;
-    let p67 = (1.0 / 362_880.0) * r + 1.0 / 40_320.0;
-    let p89 = (1.0 / 39_916_800.0) * r + 1.0 / 3_628_800.0;
-    let p1011 = (1.0 / 6_227_020_800.0_f64) * r + 1.0 / 479_001_600.0;
-    let p03 = p23 * r2 + p01;
-    let p47 = p67 * r2 + p45;
-    let p811 = p1011 * r2 + p89;
-    let p = (p47 * r4 + p03) + p811 * r8;
-    let y = (p * r2 + r) + 1.0;
-    let biased = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64 - 1023 - 55);
+    let (t, y) = exp_core_f64(select(x < -746.0, -746.0, x));
+    let biased = (t.to_bits() as i64).wrapping_sub(EXP_SHIFT_F64.to_bits() as i64 - 1023 - 55);
     let scale = f64::from_bits((biased as u64) << 52);
     y * scale * TWO_M55
 }

@@ -352,13 +352,23 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     if ok {
         Ok(out)
     } else {
-        Err(domain
-            .diagnose(input, target, None)
-            .unwrap_or(Error::NonFiniteResult {
-                what: "a region sum",
-                value: f64::NAN,
-            }))
+        Err(sums_fault(domain, input, target))
     }
+}
+
+/// The error of a sums pass that saw a fault: the first bad element, or a
+/// non-finite sum when every element was acceptable.
+fn sums_fault<A: Float, D: Dimension>(
+    domain: Domain,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+) -> Error {
+    domain
+        .diagnose(input, target, None)
+        .unwrap_or(Error::NonFiniteResult {
+            what: "a region sum",
+            value: f64::NAN,
+        })
 }
 
 /// Pass 1 of a sigmoid loss with one group (the whole tensor), as
@@ -414,12 +424,7 @@ pub(crate) fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
     Some(if ok {
         Ok(vec![sums])
     } else {
-        Err(domain
-            .diagnose(input, target, None)
-            .unwrap_or(Error::NonFiniteResult {
-                what: "a region sum",
-                value: f64::NAN,
-            }))
+        Err(sums_fault(domain, input, target))
     })
 }
 
