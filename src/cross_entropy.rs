@@ -318,15 +318,20 @@ impl CrossEntropy {
                 }
             },
         )?;
-        if !ok || !total.is_finite() {
+        if !ok {
+            return Err(domain.fault(
+                input,
+                target,
+                weights,
+                "an element of the gradient",
+                f64::INFINITY,
+            ));
+        }
+        // A non-finite logit shows here (see above); a loss that is not
+        // finite from good input is `reduce`'s error.
+        if !total.is_finite() {
             if let Some(fault) = domain.diagnose(input, target, weights) {
                 return Err(fault);
-            }
-            if !ok {
-                return Err(Error::NonFiniteResult {
-                    what: "an element of the gradient",
-                    value: f64::INFINITY,
-                });
             }
         }
         reduce(self.reduction, total, positions)

@@ -10,7 +10,7 @@ use crate::kernel::pixel::{self, Elementwise};
 use crate::kernel::softmax::{self, Faults, L, LaneSum, Softmax};
 use crate::kernel::{Domain, finite};
 use crate::loss::{non_empty, param_as, same_shape};
-use crate::{Error, Float, Input, Loss, Reduction, Result};
+use crate::{Float, Input, Loss, Reduction, Result};
 
 /// The focal loss: cross-entropy scaled down where the prediction is
 /// already good.
@@ -274,12 +274,13 @@ impl FocalLoss {
             },
         )?;
         if !ok {
-            return Err(domain
-                .diagnose(input, target, None)
-                .unwrap_or(Error::NonFiniteResult {
-                    what: "an element of the gradient",
-                    value: f64::INFINITY,
-                }));
+            return Err(domain.fault(
+                input,
+                target,
+                None,
+                "an element of the gradient",
+                f64::INFINITY,
+            ));
         }
         reduce(self.reduction, total, input.len())
     }

@@ -240,6 +240,21 @@ impl Domain {
         x_ok & y_ok
     }
 
+    /// The error of a pass that saw a fault: the first bad element
+    /// ([`Domain::diagnose`]), or, when every element is acceptable, the
+    /// non-finite result `what` the pass produced.
+    pub(crate) fn fault<A: Float, D: Dimension>(
+        self,
+        input: &ArrayRef<A, D>,
+        target: &ArrayRef<A, D>,
+        weights: Option<&ArrayRef<A, D>>,
+        what: &'static str,
+        value: f64,
+    ) -> Error {
+        self.diagnose(input, target, weights)
+            .unwrap_or(Error::NonFiniteResult { what, value })
+    }
+
     /// The first bad element in row-major order, as an error; `None` if
     /// every element is acceptable. Only called after a kernel saw a fault,
     /// so the happy path never pays for it.

@@ -122,12 +122,13 @@ fn fault<A: Float, D: Dimension>(
     target: &ArrayRef<A, D>,
     weights: Option<&ArrayRef<A, D>>,
 ) -> Error {
-    domain
-        .diagnose(input, target, weights)
-        .unwrap_or(Error::NonFiniteResult {
-            what: "an element of the gradient",
-            value: f64::INFINITY,
-        })
+    domain.fault(
+        input,
+        target,
+        weights,
+        "an element of the gradient",
+        f64::INFINITY,
+    )
 }
 
 /// `Σ w·ℓ` in `f64` (weights default to 1).

@@ -363,12 +363,7 @@ fn sums_fault<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
 ) -> Error {
-    domain
-        .diagnose(input, target, None)
-        .unwrap_or(Error::NonFiniteResult {
-            what: "a region sum",
-            value: f64::NAN,
-        })
+    domain.fault(input, target, None, "a region sum", f64::NAN)
 }
 
 /// Pass 1 of a sigmoid loss with one group (the whole tensor), as
