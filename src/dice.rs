@@ -4,7 +4,7 @@
 use ndarray::{ArrayRef, Dimension};
 
 use crate::error::check_param;
-use crate::kernel::region::{self, Activation, Groups, Layout};
+use crate::kernel::region::{self, Activation, Evaluated, Groups, Layout};
 use crate::loss::{check_class_weights, finite_result, log_cosh, same_shape};
 use crate::{Error, Float, Input, Loss, Result};
 
@@ -123,21 +123,6 @@ impl<A: Float> Power<A> {
         } else {
             Power::Other(A::from_f64(gamma))
         }
-    }
-}
-
-/// Pass 1 by [`region::sums_and_stage`] where it applies (then `true`),
-/// else by [`region::sums`].
-fn sums_with<A: Float, D: Dimension>(
-    layout: &Layout,
-    input: &ArrayRef<A, D>,
-    target: &ArrayRef<A, D>,
-    scratch: Option<&mut ArrayRef<A, D>>,
-    term: impl Fn(A, A) -> [A; 3] + Sync + Copy,
-) -> (Result<Vec<[f64; 3]>>, bool) {
-    match scratch.and_then(|g| region::sums_and_stage(layout, input, target, g, term)) {
-        Some(sums) => (sums, true),
-        None => (region::sums(layout, input, target, term), false),
     }
 }
 
@@ -271,15 +256,14 @@ impl DiceLoss {
 
     /// Pass 1: the loss and, per group, the gradient coefficients.
     ///
-    /// With `scratch`, pass 1 may also leave in it what pass 2 needs of
-    /// the input (see [`region::sums_and_stage`]); the flag says whether
-    /// it did.
+    /// With `grad`, pass 1 may also leave there what pass 2 needs of the
+    /// input (see [`region::sums_for_grad`]), and then says what.
     fn evaluate<A: Float, D: Dimension>(
         &self,
         input: &ArrayRef<A, D>,
         target: &ArrayRef<A, D>,
-        scratch: Option<&mut ArrayRef<A, D>>,
-    ) -> Result<(A, Layout, Vec<GroupGrad<A>>, bool)> {
+        grad: Option<&mut ArrayRef<A, D>>,
+    ) -> Result<Evaluated<A, GroupGrad<A>>> {
         self.check()?;
         let layout = Layout::new(self.groups(), Activation::of(self.input), input, target)?;
         if let Some(w) = &self.class_weights {
@@ -287,14 +271,15 @@ impl DiceLoss {
         }
         // One loop per exponent: the match on γ is outside the loops.
         let l = &layout;
-        let (sums, staged) = match Power::<A>::new(self.gamma) {
-            Power::One => sums_with(l, input, target, scratch, |p, y| [p * y, p, y]),
-            Power::Two => sums_with(l, input, target, scratch, |p, y| [p * y, p * p, y * y]),
-            Power::Other(g) => sums_with(l, input, target, scratch, |p, y| {
-                [p * y, p.powf(g), y.powf(g)]
-            }),
-        };
-        let sums = sums?;
+        let (sums, stage) = match Power::<A>::new(self.gamma) {
+            Power::One => region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p, y]),
+            Power::Two => {
+                region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p * p, y * y])
+            }
+            Power::Other(g) => {
+                region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p.powf(g), y.powf(g)])
+            }
+        }?;
         let groups = sums.len() as f64;
         let mut total = 0.0;
         let mut parts = Vec::with_capacity(sums.len());
@@ -340,18 +325,18 @@ impl DiceLoss {
                 b: A::from_f64(b * factor),
             })
             .collect();
-        Ok((
-            finite_result("the loss", loss)?,
+        Ok(Evaluated {
+            loss: finite_result("the loss", loss)?,
             layout,
             coefficients,
-            staged,
-        ))
+            stage,
+        })
     }
 }
 
 impl<A: Float> Loss<A> for DiceLoss {
     fn loss<D: Dimension>(&self, input: &ArrayRef<A, D>, target: &ArrayRef<A, D>) -> Result<A> {
-        self.evaluate(input, target, None).map(|(loss, ..)| loss)
+        self.evaluate(input, target, None).map(|e| e.loss)
     }
 
     fn loss_grad<D: Dimension>(
@@ -361,40 +346,23 @@ impl<A: Float> Loss<A> for DiceLoss {
         grad: &mut ArrayRef<A, D>,
     ) -> Result<A> {
         same_shape("grad", input, grad)?;
-        let (loss, layout, coefficients, staged) = self.evaluate(input, target, Some(grad))?;
-        let (layout, k) = (&layout, &coefficients);
-        if staged {
-            let k = &k[0];
-            match Power::<A>::new(self.gamma) {
-                Power::One => {
-                    region::write_grad_from_stage(target, grad, k, |_, y, c| c.a * y + c.b)
-                }
-                Power::Two => {
-                    region::write_grad_from_stage(target, grad, k, |p, y, c| c.a * y + c.b * p)
-                }
-                Power::Other(g) => {
-                    let g1 = g - A::one();
-                    region::write_grad_from_stage(target, grad, k, |p, y, c| {
-                        c.a * y + c.b * p.powf(g1)
-                    })
-                }
-            }?;
-            return Ok(loss);
-        }
+        let e = self.evaluate(input, target, Some(grad))?;
+        let (stage, layout, k) = (e.stage, &e.layout, &e.coefficients);
+        let (x, y) = (input, target);
         match Power::<A>::new(self.gamma) {
             Power::One => {
-                region::write_grad(layout, input, target, grad, k, |_, y, c| c.a * y + c.b)
+                region::write_grad_after(stage, layout, x, y, grad, k, |_, y, c| c.a * y + c.b)
             }
             Power::Two => {
-                region::write_grad(layout, input, target, grad, k, |p, y, c| c.a * y + c.b * p)
+                region::write_grad_after(stage, layout, x, y, grad, k, |p, y, c| c.a * y + c.b * p)
             }
             Power::Other(g) => {
                 let g1 = g - A::one();
-                region::write_grad(layout, input, target, grad, k, |p, y, c| {
+                region::write_grad_after(stage, layout, x, y, grad, k, |p, y, c| {
                     c.a * y + c.b * p.powf(g1)
                 })
             }
         }?;
-        Ok(loss)
+        Ok(e.loss)
     }
 }

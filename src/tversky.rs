@@ -3,7 +3,7 @@
 use ndarray::{ArrayRef, Dimension};
 
 use crate::error::check_param;
-use crate::kernel::region::{self, Activation, Groups, Layout};
+use crate::kernel::region::{self, Activation, Evaluated, Groups, Layout};
 use crate::loss::{finite_result, same_shape};
 use crate::{Error, Float, Input, Loss, Result};
 
@@ -181,12 +181,15 @@ impl TverskyLoss {
         check_param("focal", self.focal, self.focal > 0.0, "must be > 0")
     }
 
-    /// Pass 1: the loss and, per group, the gradient coefficients.
+    /// Pass 1: the loss and, per group, the gradient coefficients. With
+    /// `grad`, pass 1 may also leave there what pass 2 needs of the input
+    /// (see [`region::sums_for_grad`]), and then says what.
     fn evaluate<A: Float, D: Dimension>(
         &self,
         input: &ArrayRef<A, D>,
         target: &ArrayRef<A, D>,
-    ) -> Result<(A, Layout, Vec<GroupGrad<A>>)> {
+        grad: Option<&mut ArrayRef<A, D>>,
+    ) -> Result<Evaluated<A, GroupGrad<A>>> {
         self.check()?;
         let groups = Groups {
             per_sample: self.per_sample,
@@ -194,7 +197,7 @@ impl TverskyLoss {
             background: self.include_background,
         };
         let layout = Layout::new(groups, Activation::of(self.input), input, target)?;
-        let sums = region::sums(&layout, input, target, |p, g| {
+        let (sums, stage) = region::sums_for_grad(&layout, input, target, grad, |p, g| {
             let tp = p * g;
             [tp, p - tp, g - tp]
         })?;
@@ -230,17 +233,18 @@ impl TverskyLoss {
                 b: A::from_f64(-d * alpha * num / den2),
             });
         }
-        Ok((
-            finite_result("the loss", total / count)?,
+        Ok(Evaluated {
+            loss: finite_result("the loss", total / count)?,
             layout,
             coefficients,
-        ))
+            stage,
+        })
     }
 }
 
 impl<A: Float> Loss<A> for TverskyLoss {
     fn loss<D: Dimension>(&self, input: &ArrayRef<A, D>, target: &ArrayRef<A, D>) -> Result<A> {
-        self.evaluate(input, target).map(|(loss, ..)| loss)
+        self.evaluate(input, target, None).map(|e| e.loss)
     }
 
     fn loss_grad<D: Dimension>(
@@ -250,10 +254,11 @@ impl<A: Float> Loss<A> for TverskyLoss {
         grad: &mut ArrayRef<A, D>,
     ) -> Result<A> {
         same_shape("grad", input, grad)?;
-        let (loss, layout, coefficients) = self.evaluate(input, target)?;
-        region::write_grad(&layout, input, target, grad, &coefficients, |_, g, c| {
+        let e = self.evaluate(input, target, Some(grad))?;
+        let (stage, layout, k) = (e.stage, &e.layout, &e.coefficients);
+        region::write_grad_after(stage, layout, input, target, grad, k, |_, g, c| {
             c.a * g + c.b
         })?;
-        Ok(loss)
+        Ok(e.loss)
     }
 }

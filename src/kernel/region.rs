@@ -3,7 +3,10 @@
 //! Pass 1 ([`sums`]) validates the elements and collects `K` sums per
 //! group; the loss turns each group's sums into its value and into the
 //! coefficients of its gradient `∂L/∂p`; pass 2 ([`write_grad`]) writes the
-//! gradient, chained through the sigmoid or the softmax.
+//! gradient, chained through the sigmoid or the softmax. In `loss_grad`,
+//! pass 1 ([`sums_for_grad`]) may leave in the gradient what pass 2 needs
+//! of the input ([`Stage`]), so that pass 2 ([`write_grad_after`]) neither
+//! reads the input nor recomputes its `exp`s.
 //!
 //! A group is the whole tensor, each sample (axis 0), each class (axis 1)
 //! or each (sample, class) pair; class 0 may be left out of every group.
@@ -14,7 +17,7 @@
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::{Logistic, select};
-use super::softmax::{self, Faults, L, LaneSum, Softmax};
+use super::softmax::{self, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax};
 use super::{
     CHUNK, ChunkedSum, Domain, RunSums, blocked_sum, blocked_sum_write, common_slices, finite,
     grad_matches, staged_sum, zip_sum, zip_sum_write,
@@ -291,57 +294,12 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Result<Vec<[f64; K]>> {
     let activation = layout.activation;
+    if activation == Activation::Softmax {
+        return softmax_sums(layout, input, target, None, term).map(|(sums, _)| sums);
+    }
     let domain = activation.domain();
     let mut out = vec![[0.0; K]; layout.count];
-    let ok = if activation == Activation::Softmax {
-        let (_, classes, _) = softmax::dims(input.shape())?;
-        let mut sm = Softmax::new(classes);
-        // Per class, the lane sums of the `K` terms.
-        let mut lane_sums = vec![[LaneSum::new(); K]; classes];
-        let mut faults = Faults::new();
-        softmax::walk(
-            input,
-            target,
-            None,
-            None,
-            #[inline(always)]
-            |ch| {
-                // Validated first: the targets' loads then go out with the
-                // logits', not after the softmax (see `CrossEntropy`).
-                for c in 0..classes {
-                    faults.check2(ch.x.get(c), ch.y.get(c), |x, y| domain.accepts(x, y));
-                }
-                sm.compute_p(ch.x);
-                for (c, sums) in lane_sums.iter_mut().enumerate() {
-                    let (p, y) = (sm.p(c), ch.y.get(c));
-                    // One lane per term, written in one loop over the
-                    // positions (vectorised across positions, not across
-                    // the `K` terms of one position), then trimmed and added.
-                    let mut terms = [[A::zero(); L]; K];
-                    for k in 0..L {
-                        for (t, v) in terms.iter_mut().zip(term(p[k], y[k])) {
-                            t[k] = v;
-                        }
-                    }
-                    for (s, t) in sums.iter_mut().zip(&mut terms) {
-                        ch.trim(t);
-                        s.add(t);
-                    }
-                }
-                if ch.last {
-                    for (c, sums) in lane_sums.iter_mut().enumerate() {
-                        let s = sums.each_mut().map(|s| s.take());
-                        if let Some(g) = layout.group(ch.n, c) {
-                            add(&mut out[g], s);
-                        }
-                    }
-                    faults.none()
-                } else {
-                    true
-                }
-            },
-        )?
-    } else if activation == Activation::Sigmoid {
+    let ok = if activation == Activation::Sigmoid {
         let stage = |x: A| Logistic::stage(x);
         let finish = |x: A, e: A| Logistic::sigmoid_from_stage(x, e);
         elementwise_sums::<_, _, K, true>(layout, input, target, &stage, &finish, &term, &mut out)
@@ -351,6 +309,85 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     };
     if ok {
         Ok(out)
+    } else {
+        Err(sums_fault(domain, input, target))
+    }
+}
+
+/// [`sums`] for the softmax. With `store` (which must be in standard
+/// layout, else [`softmax::walk`] copies it), also leaves `p` there, signed
+/// as [`Stage::Softmax`] says, and returns whether every target was 0 or 1.
+fn softmax_sums<A: Float, D: Dimension, const K: usize>(
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    store: Option<&mut ArrayRef<A, D>>,
+    term: impl Fn(A, A) -> [A; K],
+) -> Result<(Vec<[f64; K]>, bool)> {
+    let domain = layout.activation.domain();
+    let (_, classes, _) = softmax::dims(input.shape())?;
+    let mut out = vec![[0.0; K]; layout.count];
+    let mut sm = Softmax::new(classes);
+    // Per class, the lane sums of the `K` terms.
+    let mut lane_sums = vec![[LaneSum::new(); K]; classes];
+    let mut faults = Faults::new();
+    // Per lane, the targets neither 0 nor 1 (only counted with `store`).
+    let (mut soft, mut binary) = (Faults::new(), true);
+    let ok = softmax::walk(
+        input,
+        target,
+        None,
+        store,
+        #[inline(always)]
+        |mut ch| {
+            // Validated first: the targets' loads then go out with the
+            // logits', not after the softmax (see `CrossEntropy`).
+            for c in 0..classes {
+                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| domain.accepts(x, y));
+            }
+            sm.compute_p(ch.x);
+            let mut store = ch.g.take();
+            for (c, sums) in lane_sums.iter_mut().enumerate() {
+                let (p, y) = (sm.p(c), ch.y.get(c));
+                if let Some(g) = store.as_mut() {
+                    let (zero, one) = (A::zero(), A::one());
+                    let mut v = [zero; L];
+                    for k in 0..L {
+                        v[k] = select(y[k] == one, -p[k], p[k]);
+                    }
+                    *g.get(c) = v;
+                    soft.check(y, |y| y == zero || y == one);
+                }
+                // One lane per term, written in one loop over the
+                // positions (vectorised across positions, not across the
+                // `K` terms of one position), then trimmed and added.
+                let mut terms = [[A::zero(); L]; K];
+                for k in 0..L {
+                    for (t, v) in terms.iter_mut().zip(term(p[k], y[k])) {
+                        t[k] = v;
+                    }
+                }
+                for (s, t) in sums.iter_mut().zip(&mut terms) {
+                    ch.trim(t);
+                    s.add(t);
+                }
+            }
+            if ch.last {
+                for (c, sums) in lane_sums.iter_mut().enumerate() {
+                    let s = sums.each_mut().map(|s| s.take());
+                    if let Some(g) = layout.group(ch.n, c) {
+                        add(&mut out[g], s);
+                    }
+                }
+                binary &= soft.none();
+                faults.none()
+            } else {
+                true
+            }
+        },
+    )?;
+    if ok {
+        Ok((out, binary))
     } else {
         Err(sums_fault(domain, input, target))
     }
@@ -366,24 +403,97 @@ fn sums_fault<A: Float, D: Dimension>(
     domain.fault(input, target, None, "a region sum", f64::NAN)
 }
 
-/// Pass 1 of a sigmoid loss with one group (the whole tensor), as
-/// [`sums`], which also leaves in `scratch` each element's `e^-|x|` with
-/// the sign of `x`, for [`write_grad_from_stage`]: pass 2 then neither
-/// reads the input nor recomputes the `exp`. `None` (and `scratch`
-/// untouched) unless the layout has one group and the three arrays one
-/// memory order: the caller then takes [`sums`] and [`write_grad`].
-pub(crate) fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
+/// What a region loss's pass 1 hands its pass 2.
+#[derive(Debug)]
+pub(crate) struct Evaluated<A, C> {
+    pub(crate) loss: A,
+    pub(crate) layout: Layout,
+    /// Per group, the coefficients of `∂L/∂p`.
+    pub(crate) coefficients: Vec<C>,
+    /// What pass 1 left in the gradient, if anything ([`sums_for_grad`]).
+    pub(crate) stage: Option<Stage>,
+}
+
+/// Pass 1 of `loss_grad`: [`sums_and_stage`] into `grad` where it applies
+/// (then with what it left there), else [`sums`].
+pub(crate) fn sums_for_grad<A: Float, D: Dimension, const K: usize>(
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    grad: Option<&mut ArrayRef<A, D>>,
+    term: impl Fn(A, A) -> [A; K] + Sync + Copy,
+) -> Result<(Vec<[f64; K]>, Option<Stage>)> {
+    match grad.and_then(|g| sums_and_stage(layout, input, target, g, term)) {
+        Some(staged) => staged.map(|(sums, stage)| (sums, Some(stage))),
+        None => sums(layout, input, target, term).map(|sums| (sums, None)),
+    }
+}
+
+/// Pass 2 after [`sums_for_grad`]: [`write_grad_from_stage`] after a
+/// stage, else [`write_grad`].
+pub(crate) fn write_grad_after<A: Float, D: Dimension, C: Sync>(
+    stage: Option<Stage>,
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    grad: &mut ArrayRef<A, D>,
+    coefficients: &[C],
+    dp: impl Fn(A, A, &C) -> A + Sync,
+) -> Result<()> {
+    match stage {
+        Some(stage) => write_grad_from_stage(stage, layout, target, grad, coefficients, dp),
+        None => write_grad(layout, input, target, grad, coefficients, dp),
+    }
+}
+
+/// What [`sums_and_stage`] left in the gradient for
+/// [`write_grad_from_stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Each element's `e^-|x|` with the sign of `x`.
+    Logistic,
+    /// `p`, negated where the target is 1 (`-0` for a `p` of 0). When
+    /// `binary` (every target is 0 or 1) those signs are the targets, and
+    /// pass 2 does not read them: it then moves as much memory as
+    /// [`write_grad`] alone, without its `exp`s.
+    Softmax { binary: bool },
+}
+
+/// Pass 1 as [`sums`], which also leaves in `scratch` (the gradient, to
+/// be) what pass 2 needs of the input, for [`write_grad_from_stage`]: pass
+/// 2 then neither reads the input nor recomputes the `exp`s. For the
+/// softmax that is `p` ([`Stage::Softmax`]), when `scratch` is in standard
+/// layout; for the sigmoid, `e^-|x|` ([`Stage::Logistic`]), when the
+/// layout has one group and the three arrays one memory order. `None` (and
+/// `scratch` untouched) where it does not apply: the caller then takes
+/// [`sums`] and [`write_grad`].
+fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    scratch: &mut ArrayRef<A, D>,
+    term: impl Fn(A, A) -> [A; K] + Sync,
+) -> Option<Result<(Vec<[f64; K]>, Stage)>> {
+    match layout.activation {
+        Activation::Softmax if scratch.is_standard_layout() => Some(
+            softmax_sums(layout, input, target, Some(scratch), term)
+                .map(|(sums, binary)| (sums, Stage::Softmax { binary })),
+        ),
+        Activation::Sigmoid => sigmoid_sums_and_stage(layout, input, target, scratch, term)
+            .map(|sums| sums.map(|sums| (sums, Stage::Logistic))),
+        _ => None,
+    }
+}
+
+/// [`sums_and_stage`] for the sigmoid.
+fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     scratch: &mut ArrayRef<A, D>,
     term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Option<Result<Vec<[f64; K]>>> {
-    if layout.activation != Activation::Sigmoid
-        || layout.groups.by_class()
-        || layout.groups.per_sample
-        || !grad_matches(scratch, input)
-    {
+    if layout.groups.by_class() || layout.groups.per_sample || !grad_matches(scratch, input) {
         return None;
     }
     let slices = common_slices([input, target])?;
@@ -423,19 +533,47 @@ pub(crate) fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
     })
 }
 
-/// Pass 2 after [`sums_and_stage`] returned its sums: overwrites each
-/// `grad` element `±e^-|x|` with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`,
-/// the arithmetic of [`write_grad`] for a sigmoid, bit for bit.
-pub(crate) fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
+/// Pass 2 after [`sums_and_stage`] returned its sums and `stage`:
+/// overwrites what pass 1 left in `grad` with the gradient, the arithmetic
+/// of [`write_grad`] bit for bit.
+fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
+    stage: Stage,
+    layout: &Layout,
+    target: &ArrayRef<A, D>,
+    grad: &mut ArrayRef<A, D>,
+    coefficients: &[C],
+    dp: impl Fn(A, A, &C) -> A + Sync,
+) -> Result<()> {
+    same_shape("grad", target, grad)?;
+    check_coefficients(layout, coefficients)?;
+    match stage {
+        Stage::Softmax { binary } => {
+            let mut pass = SoftmaxGrad::new(layout, target.shape(), coefficients, dp)?;
+            let ok = softmax::walk_in_place(
+                (!binary).then_some(target),
+                grad,
+                #[inline(always)]
+                |ch| pass.grad_in_place(ch.n, ch.last, ch.g, ch.y),
+            )?;
+            if ok == Some(true) {
+                Ok(())
+            } else {
+                Err(grad_fault())
+            }
+        }
+        Stage::Logistic => sigmoid_grad_from_stage(target, grad, &coefficients[0], dp),
+    }
+}
+
+/// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
+/// element `±e^-|x|` with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`.
+fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficient: &C,
     dp: impl Fn(A, A, &C) -> A + Sync,
 ) -> Result<()> {
-    let fault = Error::NonFiniteResult {
-        what: "an element of the gradient",
-        value: f64::INFINITY,
-    };
+    let fault = grad_fault();
     if !grad_matches(grad, target) {
         return Err(fault);
     }
@@ -525,52 +663,19 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     dp: impl Fn(A, A, &C) -> A + Sync,
 ) -> Result<()> {
     same_shape("grad", input, grad)?;
-    if coefficients.len() != layout.count {
-        return Err(Error::InvalidLength {
-            name: "coefficients",
-            expected: layout.count,
-            found: coefficients.len(),
-        });
-    }
+    check_coefficients(layout, coefficients)?;
     let activation = layout.activation;
     let ok = if activation == Activation::Softmax {
-        let (_, classes, _) = softmax::dims(input.shape())?;
-        let mut sm = Softmax::new(classes);
-        let mut targets = vec![[A::zero(); L]; classes];
-        let mut faults = Faults::new();
+        let mut pass = SoftmaxGrad::new(layout, input.shape(), coefficients, dp)?;
         softmax::walk(
             input,
             target,
             None,
             Some(grad),
             #[inline(always)]
-            |ch| {
-                // The targets copied first, so that their loads go out with
-                // the logits' (see `CrossEntropy`).
-                for (c, lane) in targets.iter_mut().enumerate() {
-                    *lane = *ch.y.get(c);
-                }
-                sm.compute_p(ch.x);
-                let Some(mut g) = ch.g else { return false };
-                for (c, y) in targets.iter().enumerate() {
-                    let gc = g.get(c);
-                    match layout.group(ch.n, c).map(|g| &coefficients[g]) {
-                        Some(k) => {
-                            let p = sm.p(c);
-                            let mut v = [A::zero(); L];
-                            for j in 0..L {
-                                v[j] = dp(p[j], y[j], k);
-                            }
-                            *gc = v;
-                        }
-                        None => gc.fill(A::zero()),
-                    }
-                }
-                sm.chain(&mut g);
-                for c in 0..classes {
-                    faults.check(g.get(c), finite);
-                }
-                if ch.last { faults.none() } else { true }
+            |ch| match ch.g {
+                Some(g) => pass.grad_from_input(ch.n, ch.last, ch.x, ch.y, g),
+                None => false,
             },
         )?
     } else if activation == Activation::Sigmoid {
@@ -582,13 +687,143 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     } else {
         elementwise_grad(layout, input, target, grad, coefficients, &dp)
     };
-    if ok {
+    if ok { Ok(()) } else { Err(grad_fault()) }
+}
+
+/// The error of a gradient pass that wrote a non-finite element.
+fn grad_fault() -> Error {
+    Error::NonFiniteResult {
+        what: "an element of the gradient",
+        value: f64::INFINITY,
+    }
+}
+
+fn check_coefficients<C>(layout: &Layout, coefficients: &[C]) -> Result<()> {
+    if coefficients.len() == layout.count {
         Ok(())
     } else {
-        Err(Error::NonFiniteResult {
-            what: "an element of the gradient",
-            value: f64::INFINITY,
+        Err(Error::InvalidLength {
+            name: "coefficients",
+            expected: layout.count,
+            found: coefficients.len(),
         })
+    }
+}
+
+/// Pass 2 of the softmax, one chunk at a time: from `p` and the targets,
+/// the gradient `∂L/∂z_c = p_c·(v_c - Σ_j p_j·v_j)`, `v_c = ∂L/∂p_c`, of
+/// every class lane, in two loops over the classes (a loop over the
+/// classes costs some ten instructions a class in indexing alone).
+struct SoftmaxGrad<'a, A, C, F> {
+    layout: &'a Layout,
+    coefficients: &'a [C],
+    dp: F,
+    sm: Softmax<A>,
+    /// The chunk's targets ([`SoftmaxGrad::grad_from_input`]) or its `p`
+    /// ([`SoftmaxGrad::grad_in_place`]).
+    lanes: Vec<Lane<A>>,
+    faults: Faults<A>,
+}
+
+impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
+    fn new(layout: &'a Layout, shape: &[usize], coefficients: &'a [C], dp: F) -> Result<Self> {
+        let (_, classes, _) = softmax::dims(shape)?;
+        Ok(Self {
+            layout,
+            coefficients,
+            dp,
+            sm: Softmax::new(classes),
+            lanes: vec![[A::zero(); L]; classes],
+            faults: Faults::new(),
+        })
+    }
+
+    /// Writes the gradient of the chunk of sample `n` into `g` from the
+    /// logits `x` and the targets `y`; returns `false` on a non-finite
+    /// element at the end of a tile (`last`).
+    #[inline(always)]
+    fn grad_from_input(
+        &mut self,
+        n: usize,
+        last: bool,
+        x: Lanes<'_, A>,
+        y: Lanes<'_, A>,
+        g: LanesMut<'_, A>,
+    ) -> bool {
+        // The targets copied first, so that their loads go out with the
+        // logits' (see `CrossEntropy`).
+        for (c, lane) in self.lanes.iter_mut().enumerate() {
+            *lane = *y.get(c);
+        }
+        self.sm.compute_p(x);
+        self.write::<false>(n, last, g, None)
+    }
+
+    /// As [`SoftmaxGrad::grad_from_input`], from what [`softmax_sums`] stored in
+    /// `g`: `p`, and the targets in its signs where `y` is not given
+    /// ([`Stage::Softmax`]).
+    #[inline(always)]
+    fn grad_in_place(
+        &mut self,
+        n: usize,
+        last: bool,
+        g: LanesMut<'_, A>,
+        y: Option<Lanes<'_, A>>,
+    ) -> bool {
+        self.write::<true>(n, last, g, y)
+    }
+
+    #[inline(always)]
+    fn write<const IN_PLACE: bool>(
+        &mut self,
+        n: usize,
+        last: bool,
+        mut g: LanesMut<'_, A>,
+        y: Option<Lanes<'_, A>>,
+    ) -> bool {
+        let (zero, one) = (A::zero(), A::one());
+        let classes = self.lanes.len();
+        let mut dot = [zero; L];
+        for c in 0..classes {
+            let gc = g.get(c);
+            let (p, t) = if IN_PLACE {
+                let stored = *gc;
+                let (mut p, mut t) = ([zero; L], [zero; L]);
+                for k in 0..L {
+                    p[k] = stored[k].abs();
+                    t[k] = select(stored[k].is_sign_negative(), one, zero);
+                }
+                self.lanes[c] = p;
+                (p, y.map_or(t, |y| *y.get(c)))
+            } else {
+                (*self.sm.p(c), self.lanes[c])
+            };
+            let mut v = [zero; L];
+            if let Some(k) = self.layout.group(n, c).map(|g| &self.coefficients[g]) {
+                for j in 0..L {
+                    v[j] = (self.dp)(p[j], t[j], k);
+                }
+            }
+            for j in 0..L {
+                dot[j] += v[j] * p[j];
+            }
+            *gc = v;
+        }
+        for c in 0..classes {
+            let p = if IN_PLACE {
+                &self.lanes[c]
+            } else {
+                self.sm.p(c)
+            };
+            let gc = g.get(c);
+            let mut v = *gc;
+            for k in 0..L {
+                v[k] = p[k] * (v[k] - dot[k]);
+            }
+            self.faults.check(&v, finite);
+            *gc = v;
+        }
+        if last { self.faults.none() } else { true }
     }
 }
 

@@ -4,14 +4,17 @@
 //! An `(N, C, S...)` array holds, at every position `(n, s)`, a class vector
 //! along axis 1. In standard layout each class plane of a sample is one
 //! contiguous block of `S = Π S_i` elements. The walk visits each sample in
-//! chunks of [`L`] positions: it copies the chunk's `C` class runs of every
-//! operand into small per-class lanes ([`Lane`], `[A; L]`), hands them to
-//! the loss as a [`Chunk`], and copies the gradient lanes the loss wrote back
-//! to the planes. A loss thus does all its arithmetic for a chunk (softmax,
-//! loss terms, gradient) on fixed-size arrays that stay in registers or L1,
-//! with loops of a constant trip count that vectorise and unroll, and every
-//! stream of every operand advances in step, which the hardware prefetchers
-//! follow. Operands in any other layout are copied to standard layout first.
+//! chunks of [`L`] positions and hands the loss, as a [`Chunk`], the
+//! chunk's `C` class runs of every operand as per-class lanes ([`Lane`],
+//! `[A; L]`): views into the planes, or for the last, short chunk of a
+//! sample, zero-padded copies (whose gradient lanes are copied back). A
+//! second pass that reads what the first left in the gradient, instead of
+//! the input, walks with [`walk_in_place`]. A loss thus does all its
+//! arithmetic for a chunk (softmax, loss terms, gradient) on fixed-size
+//! arrays that stay in registers or L1, with loops of a constant trip count
+//! that vectorise and unroll, and every stream of every operand advances in
+//! step, which the hardware prefetchers follow. Operands in any other layout
+//! are copied to standard layout first.
 //!
 //! Why chunks, not tiles: the previous design ran each loss step as its own
 //! loop over tiles of 512 positions, with per-class scratch buffers. In
@@ -177,91 +180,31 @@ pub(crate) fn walk<A: Float, D: Dimension>(
     grad: Option<&mut ArrayRef<A, D>>,
     mut f: impl FnMut(Chunk<'_, A>) -> bool,
 ) -> Result<bool> {
-    let (samples, classes, positions) = dims(input.shape())?;
+    let dims = dims(input.shape())?;
     let x = standard(input);
     let y = standard(target);
     let w = weights.map(standard);
-    let sample_len = classes * positions;
-    if sample_len == 0 {
-        return Ok(true);
-    }
-    // Scratch for the last, short chunk of a sample.
-    let scratch = || vec![A::zero(); classes * L];
-    let (mut xs, mut ys, mut ws, mut gs) = (scratch(), scratch(), scratch(), scratch());
-    let mut run = |mut g: Option<&mut [A]>| {
-        let mut ok = true;
-        for n in 0..samples {
-            let range = n * sample_len..(n + 1) * sample_len;
-            let (xn, yn) = (&x[range.clone()], &y[range.clone()]);
-            let wn = w.as_deref().map(|w| &w[range.clone()]);
-            let mut gn = g.as_deref_mut().map(|g| &mut g[range.clone()]);
-            let mut start = 0;
-            while start < positions {
-                let end = (start + TILE).min(positions);
-                ok &= dispatch::run(
-                    #[inline(always)]
-                    || {
-                        let mut ok = true;
-                        let mut pos = start;
-                        let view = |data, stride, at| Lanes {
-                            data,
-                            stride,
-                            at,
-                            classes,
-                        };
-                        while pos + L <= end {
-                            ok &= f(Chunk {
-                                n,
-                                len: L,
-                                last: pos + L == end,
-                                x: view(xn, positions, pos),
-                                y: view(yn, positions, pos),
-                                w: wn.map(|wn| view(wn, positions, pos)),
-                                g: gn.as_deref_mut().map(|data| LanesMut {
-                                    data,
-                                    stride: positions,
-                                    at: pos,
-                                    classes,
-                                }),
-                            });
-                            pos += L;
-                        }
-                        if pos < end {
-                            let len = end - pos;
-                            pad(&mut xs, xn, positions, pos, len);
-                            pad(&mut ys, yn, positions, pos, len);
-                            if let Some(wn) = wn {
-                                pad(&mut ws, wn, positions, pos, len);
-                            }
-                            ok &= f(Chunk {
-                                n,
-                                len,
-                                last: true,
-                                x: view(&xs, L, 0),
-                                y: view(&ys, L, 0),
-                                w: wn.map(|_| view(&ws, L, 0)),
-                                g: gn.as_ref().map(|_| LanesMut {
-                                    data: &mut gs,
-                                    stride: L,
-                                    at: 0,
-                                    classes,
-                                }),
-                            });
-                            if let Some(gn) = gn.as_deref_mut() {
-                                for (lane, plane) in
-                                    gs.chunks_exact(L).zip(gn.chunks_exact_mut(positions))
-                                {
-                                    plane[pos..end].copy_from_slice(&lane[..len]);
-                                }
-                            }
-                        }
-                        ok
-                    },
-                );
-                start = end;
-            }
-        }
-        ok
+    let mut run = |g: Option<&mut [A]>| {
+        visit(
+            dims,
+            [&x, &y],
+            w.as_deref(),
+            g,
+            false,
+            #[inline(always)]
+            |v| {
+                let [x, y] = v.reads;
+                f(Chunk {
+                    n: v.n,
+                    len: v.len,
+                    last: v.last,
+                    x,
+                    y,
+                    w: v.w,
+                    g: v.g,
+                })
+            },
+        )
     };
     Ok(match grad {
         None => run(None),
@@ -277,6 +220,180 @@ pub(crate) fn walk<A: Float, D: Dimension>(
             }
         },
     })
+}
+
+/// A chunk of [`walk_in_place`]: the targets' lanes and the gradient's,
+/// which hold on entry what the loss's first pass left there.
+#[derive(Debug)]
+pub(crate) struct InPlace<'a, A> {
+    /// The sample (index of axis 0).
+    pub(crate) n: usize,
+    /// Whether this is the last chunk of a tile (as [`Chunk::last`]).
+    pub(crate) last: bool,
+    /// The targets' lanes, when asked for.
+    pub(crate) y: Option<Lanes<'a, A>>,
+    /// The gradient's lanes: read, then written in full.
+    pub(crate) g: LanesMut<'a, A>,
+}
+
+/// As [`walk`] for a second pass that reads what the first left in `grad`
+/// (in standard layout, else `Ok(None)`) instead of the input: calls `f`
+/// on every chunk of `grad` and, if given, `target`.
+pub(crate) fn walk_in_place<A: Float, D: Dimension>(
+    target: Option<&ArrayRef<A, D>>,
+    grad: &mut ArrayRef<A, D>,
+    mut f: impl FnMut(InPlace<'_, A>) -> bool,
+) -> Result<Option<bool>> {
+    let dims = dims(grad.shape())?;
+    let y = target.map(standard);
+    let Some(g) = grad.as_slice_mut() else {
+        return Ok(None);
+    };
+    // One loop each, with and without the targets.
+    Ok(Some(match &y {
+        Some(y) => visit(
+            dims,
+            [y],
+            None,
+            Some(g),
+            true,
+            #[inline(always)]
+            |v| match v.g {
+                Some(g) => f(InPlace {
+                    n: v.n,
+                    last: v.last,
+                    y: Some(v.reads[0]),
+                    g,
+                }),
+                None => false,
+            },
+        ),
+        None => visit(
+            dims,
+            [],
+            None,
+            Some(g),
+            true,
+            #[inline(always)]
+            |v| match v.g {
+                Some(g) => f(InPlace {
+                    n: v.n,
+                    last: v.last,
+                    y: None,
+                    g,
+                }),
+                None => false,
+            },
+        ),
+    }))
+}
+
+/// What [`visit`] hands its callback: the lanes of `R` read operands, of
+/// the weights and of the gradient at one chunk.
+struct Visit<'a, A, const R: usize> {
+    n: usize,
+    len: usize,
+    last: bool,
+    reads: [Lanes<'a, A>; R],
+    w: Option<Lanes<'a, A>>,
+    g: Option<LanesMut<'a, A>>,
+}
+
+/// The chunk loop of [`walk`] and [`walk_in_place`], over operands in
+/// standard layout of `dims = (N, C, S)`: `R` read operands, optional
+/// weights and an optional gradient, which is copied into the scratch of
+/// the short chunk too when `load_grad` (the pass reads it).
+fn visit<A: Float, const R: usize>(
+    (samples, classes, positions): (usize, usize, usize),
+    reads: [&[A]; R],
+    weights: Option<&[A]>,
+    mut grad: Option<&mut [A]>,
+    load_grad: bool,
+    mut f: impl FnMut(Visit<'_, A, R>) -> bool,
+) -> bool {
+    let sample_len = classes * positions;
+    if sample_len == 0 {
+        return true;
+    }
+    // Scratch for the last, short chunk of a sample.
+    let scratch = || vec![A::zero(); classes * L];
+    let mut rs = [(); R].map(|()| scratch());
+    let (mut ws, mut gs) = (scratch(), scratch());
+    let mut ok = true;
+    for n in 0..samples {
+        let range = n * sample_len..(n + 1) * sample_len;
+        let rn = reads.map(|r| &r[range.clone()]);
+        let wn = weights.map(|w| &w[range.clone()]);
+        let mut gn = grad.as_deref_mut().map(|g| &mut g[range.clone()]);
+        let mut start = 0;
+        while start < positions {
+            let end = (start + TILE).min(positions);
+            ok &= dispatch::run(
+                #[inline(always)]
+                || {
+                    let mut ok = true;
+                    let mut pos = start;
+                    let view = |data, stride, at| Lanes {
+                        data,
+                        stride,
+                        at,
+                        classes,
+                    };
+                    while pos + L <= end {
+                        ok &= f(Visit {
+                            n,
+                            len: L,
+                            last: pos + L == end,
+                            reads: rn.map(|r| view(r, positions, pos)),
+                            w: wn.map(|wn| view(wn, positions, pos)),
+                            g: gn.as_deref_mut().map(|data| LanesMut {
+                                data,
+                                stride: positions,
+                                at: pos,
+                                classes,
+                            }),
+                        });
+                        pos += L;
+                    }
+                    if pos < end {
+                        let len = end - pos;
+                        for (s, r) in rs.iter_mut().zip(rn) {
+                            pad(s, r, positions, pos, len);
+                        }
+                        if let Some(wn) = wn {
+                            pad(&mut ws, wn, positions, pos, len);
+                        }
+                        if let (true, Some(gn)) = (load_grad, gn.as_deref()) {
+                            pad(&mut gs, gn, positions, pos, len);
+                        }
+                        ok &= f(Visit {
+                            n,
+                            len,
+                            last: true,
+                            reads: std::array::from_fn(|i| view(&rs[i], L, 0)),
+                            w: wn.map(|_| view(&ws, L, 0)),
+                            g: gn.as_ref().map(|_| LanesMut {
+                                data: &mut gs,
+                                stride: L,
+                                at: 0,
+                                classes,
+                            }),
+                        });
+                        if let Some(gn) = gn.as_deref_mut() {
+                            for (lane, plane) in
+                                gs.chunks_exact(L).zip(gn.chunks_exact_mut(positions))
+                            {
+                                plane[pos..end].copy_from_slice(&lane[..len]);
+                            }
+                        }
+                    }
+                    ok
+                },
+            );
+            start = end;
+        }
+    }
+    ok
 }
 
 /// The softmax of a chunk: `p_c` per class lane and, per position, the
@@ -381,27 +498,6 @@ impl<A: Float> Softmax<A> {
             let mut v = *gc;
             for k in 0..L {
                 v[k] -= p[k] * total[k];
-            }
-            *gc = v;
-        }
-    }
-
-    /// Writes `∂L/∂z_k = p_k·(∂L/∂p_k - Σ_c p_c·∂L/∂p_c)` from `∂L/∂p_c`,
-    /// held in `g` on entry: the softmax's Jacobian applied in place.
-    #[inline(always)]
-    pub(crate) fn chain(&self, g: &mut LanesMut<'_, A>) {
-        let mut dot = [A::zero(); L];
-        for (c, p) in self.p.iter().enumerate() {
-            let gc = g.get(c);
-            for k in 0..L {
-                dot[k] += gc[k] * p[k];
-            }
-        }
-        for (c, p) in self.p.iter().enumerate() {
-            let gc = g.get(c);
-            let mut v = *gc;
-            for k in 0..L {
-                v[k] = p[k] * (v[k] - dot[k]);
             }
             *gc = v;
         }

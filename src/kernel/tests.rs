@@ -226,3 +226,79 @@ fn staged_and_unstaged_passes_are_bit_identical() {
     staged_matches_unstaged::<f32>();
     staged_matches_unstaged::<f64>();
 }
+
+/// A configured loss's `loss_grad`, unwrapped.
+type LossGrad<A> = Box<dyn Fn(&Array4<A>, &Array4<A>, &mut Array4<A>) -> A>;
+
+/// The softmax region losses' `loss_grad` with a gradient in standard
+/// layout keeps `p` (signed by the binary targets) in the gradient between
+/// its passes; with any other layout pass 2 recomputes the softmax. Both
+/// give the same value and gradient bit for bit: with one-hot targets
+/// (pass 2 reads the targets from the signs), soft ones (it reads them),
+/// and logits so far apart that `p` is 0 at a target of 1 (stored as -0).
+fn softmax_stage_matches_recomputation<A: Float>()
+where
+    DiceLoss: Loss<A>,
+    TverskyLoss: Loss<A>,
+{
+    let [logits, _, _, _, one_hot] = data::<A>(SHAPE);
+    let soft = one_hot.mapv(|y| y * A::from_f64(0.8) + A::from_f64(0.05));
+    let extreme = logits.mapv(|x| x * A::from_f64(100.0));
+    let softmax = Input::SoftmaxLogits;
+    let dice = DiceLoss::new().input(softmax);
+    let losses: [(&str, LossGrad<A>); 5] = [
+        ("dice per class", {
+            let l = dice.clone().per_class(true);
+            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
+        }),
+        ("dice per sample, no background", {
+            let l = dice.clone().per_sample(true).include_background(false);
+            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
+        }),
+        ("jaccard, γ = 2", {
+            let l = dice.clone().gamma(2.0).jaccard(true);
+            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
+        }),
+        ("dice γ = 1.5", {
+            let l = dice.clone().gamma(1.5);
+            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
+        }),
+        ("tversky", {
+            let l = TverskyLoss::new().input(softmax).per_class(true);
+            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
+        }),
+    ];
+    let mut underflows = 0;
+    for (name, loss_grad) in &losses {
+        for (x, y) in [(&logits, &one_hot), (&logits, &soft), (&extreme, &one_hot)] {
+            let mut staged = Array4::<A>::zeros(SHAPE);
+            let mut recomputed = Array4::<A>::zeros(SHAPE.f());
+            let a = loss_grad(x, y, &mut staged);
+            let b = loss_grad(x, y, &mut recomputed);
+            assert_eq!(a.as_f64(), b.as_f64(), "{name}: the values differ");
+            assert!(
+                staged
+                    .iter()
+                    .zip(&recomputed)
+                    .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits()),
+                "{name}: the gradients differ"
+            );
+        }
+    }
+    // The extreme logits do reach `p = 0` (`exp` below -745) at targets of 1.
+    let [n, c, h, w] = SHAPE;
+    for (n, i, j) in ndarray::indices((n, h, w)) {
+        let max = (0..c)
+            .map(|c| extreme[[n, c, i, j]].as_f64())
+            .fold(f64::MIN, f64::max);
+        let hot = (0..c).find(|&c| one_hot[[n, c, i, j]] == A::one()).unwrap();
+        underflows += usize::from(extreme[[n, hot, i, j]].as_f64() < max - 750.0);
+    }
+    assert!(underflows > 1000, "{underflows} underflows");
+}
+
+#[test]
+fn softmax_stage_and_recomputation_are_bit_identical() {
+    softmax_stage_matches_recomputation::<f32>();
+    softmax_stage_matches_recomputation::<f64>();
+}
