@@ -25,8 +25,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use ndarray::{Array, Array4};
+use ndarray::Array4;
 use segloss::{BinaryCrossEntropy, CrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
+
+mod common;
+use common::{Data, class_data, floor_read, floor_read_write, floor_read3, floor_read3_write};
 
 /// The benchmarked sizes: (log2 of the element count, shape, the shape of
 /// the same element count with 4 classes on axis 1 for the softmax losses).
@@ -35,132 +38,6 @@ const SIZES: [(u32, [usize; 4], [usize; 4]); 3] = [
     (20, [1, 1, 1024, 1024], [1, 4, 512, 512]),
     (24, [16, 1, 1024, 1024], [4, 4, 1024, 1024]),
 ];
-
-/// Independent accumulators of the floor kernels.
-const FLOOR_LANES: usize = 8;
-
-/// A xorshift64* generator: deterministic inputs without extra crates.
-struct Rng(u64);
-
-impl Rng {
-    /// A uniform value in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        bits as f64 / (1u64 << 53) as f64
-    }
-
-    /// An array of the given shape filled with `f(uniform)`.
-    fn array<A: Float>(&mut self, shape: [usize; 4], f: impl Fn(f64) -> f64) -> Array4<A> {
-        Array::from_shape_simple_fn(shape, || A::from_f64(f(self.next_f64())))
-    }
-}
-
-/// Read floor: `Σ x·y` over two slices (reads two inputs, reduces).
-fn floor_read<A: Float>(x: &[A], y: &[A]) -> A {
-    let mut acc = [A::zero(); FLOOR_LANES];
-    for (xc, yc) in x.chunks_exact(FLOOR_LANES).zip(y.chunks_exact(FLOOR_LANES)) {
-        for k in 0..FLOOR_LANES {
-            acc[k] += xc[k] * yc[k];
-        }
-    }
-    acc.iter().fold(A::zero(), |s, &a| s + a)
-}
-
-/// Read-write floor: `g = x - y` and `Σ g` (reads two inputs, writes one,
-/// reduces).
-fn floor_read_write<A: Float>(x: &[A], y: &[A], g: &mut [A]) -> A {
-    let mut acc = [A::zero(); FLOOR_LANES];
-    for ((gc, xc), yc) in g
-        .chunks_exact_mut(FLOOR_LANES)
-        .zip(x.chunks_exact(FLOOR_LANES))
-        .zip(y.chunks_exact(FLOOR_LANES))
-    {
-        for k in 0..FLOOR_LANES {
-            let d = xc[k] - yc[k];
-            gc[k] = d;
-            acc[k] += d;
-        }
-    }
-    acc.iter().fold(A::zero(), |s, &a| s + a)
-}
-
-/// Read floor of the pixel-weighted loss: `Σ x·y·w` (reads three inputs).
-fn floor_read3<A: Float>(x: &[A], y: &[A], w: &[A]) -> A {
-    let mut acc = [A::zero(); FLOOR_LANES];
-    for ((xc, yc), wc) in x
-        .chunks_exact(FLOOR_LANES)
-        .zip(y.chunks_exact(FLOOR_LANES))
-        .zip(w.chunks_exact(FLOOR_LANES))
-    {
-        for k in 0..FLOOR_LANES {
-            acc[k] += xc[k] * yc[k] * wc[k];
-        }
-    }
-    acc.iter().fold(A::zero(), |s, &a| s + a)
-}
-
-/// Read-write floor of the pixel-weighted loss: `g = (x - y)·w` and `Σ g`
-/// (reads three inputs, writes one).
-fn floor_read3_write<A: Float>(x: &[A], y: &[A], w: &[A], g: &mut [A]) -> A {
-    let mut acc = [A::zero(); FLOOR_LANES];
-    for (((gc, xc), yc), wc) in g
-        .chunks_exact_mut(FLOOR_LANES)
-        .zip(x.chunks_exact(FLOOR_LANES))
-        .zip(y.chunks_exact(FLOOR_LANES))
-        .zip(w.chunks_exact(FLOOR_LANES))
-    {
-        for k in 0..FLOOR_LANES {
-            let d = (xc[k] - yc[k]) * wc[k];
-            gc[k] = d;
-            acc[k] += d;
-        }
-    }
-    acc.iter().fold(A::zero(), |s, &a| s + a)
-}
-
-/// The operands of one group.
-struct Data<A> {
-    logits: Array4<A>,
-    probabilities: Array4<A>,
-    target: Array4<A>,
-    weights: Array4<A>,
-    grad: Array4<A>,
-}
-
-impl<A: Float> Data<A> {
-    fn new(shape: [usize; 4]) -> Self {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        Self {
-            logits: rng.array(shape, |u| 16.0 * u - 8.0),
-            probabilities: rng.array(shape, |u| u),
-            target: rng.array(shape, |u| if u < 0.3 { 1.0 } else { 0.0 }),
-            weights: rng.array(shape, |u| 1.0 + 10.0 * u),
-            grad: Array4::zeros(shape),
-        }
-    }
-}
-
-/// Softmax logits uniform in [-8, 8] of an `(N, C, H, W)` shape and a
-/// one-hot target (each position's class uniform over the `C` classes).
-fn class_data<A: Float>(shape: [usize; 4]) -> (Array4<A>, Array4<A>) {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let logits = rng.array(shape, |u| 16.0 * u - 8.0);
-    let [n, c, h, w] = shape;
-    let labels = Array::from_shape_simple_fn((n, h, w), || {
-        ((rng.next_f64() * c as f64) as usize).min(c - 1)
-    });
-    let target = Array4::from_shape_fn(shape, |(n, k, i, j)| {
-        if labels[[n, i, j]] == k {
-            A::one()
-        } else {
-            A::zero()
-        }
-    });
-    (logits, target)
-}
 
 /// `loss` and `loss_grad` of one loss, as `name/loss` and `name/loss_grad`.
 fn bench_loss<A: Float, L: Loss<A>>(

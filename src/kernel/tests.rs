@@ -230,47 +230,15 @@ fn staged_and_unstaged_passes_are_bit_identical() {
 /// A configured loss's `loss_grad`, unwrapped.
 type LossGrad<A> = Box<dyn Fn(&Array4<A>, &Array4<A>, &mut Array4<A>) -> A>;
 
-/// The softmax region losses' `loss_grad` with a gradient in standard
-/// layout keeps `p` (signed by the binary targets) in the gradient between
-/// its passes; with any other layout pass 2 recomputes the softmax. Both
-/// give the same value and gradient bit for bit: with one-hot targets
-/// (pass 2 reads the targets from the signs), soft ones (it reads them),
-/// and logits so far apart that `p` is 0 at a target of 1 (stored as -0).
-fn softmax_stage_matches_recomputation<A: Float>()
-where
-    DiceLoss: Loss<A>,
-    TverskyLoss: Loss<A>,
-{
-    let [logits, _, _, _, one_hot] = data::<A>(SHAPE);
-    let soft = one_hot.mapv(|y| y * A::from_f64(0.8) + A::from_f64(0.05));
-    let extreme = logits.mapv(|x| x * A::from_f64(100.0));
-    let softmax = Input::SoftmaxLogits;
-    let dice = DiceLoss::new().input(softmax);
-    let losses: [(&str, LossGrad<A>); 5] = [
-        ("dice per class", {
-            let l = dice.clone().per_class(true);
-            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
-        }),
-        ("dice per sample, no background", {
-            let l = dice.clone().per_sample(true).include_background(false);
-            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
-        }),
-        ("jaccard, γ = 2", {
-            let l = dice.clone().gamma(2.0).jaccard(true);
-            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
-        }),
-        ("dice γ = 1.5", {
-            let l = dice.clone().gamma(1.5);
-            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
-        }),
-        ("tversky", {
-            let l = TverskyLoss::new().input(softmax).per_class(true);
-            Box::new(move |x, y, g| l.loss_grad(x, y, g).unwrap())
-        }),
-    ];
-    let mut underflows = 0;
-    for (name, loss_grad) in &losses {
-        for (x, y) in [(&logits, &one_hot), (&logits, &soft), (&extreme, &one_hot)] {
+/// `loss_grad` of every loss on every `(input, target)` into a gradient in
+/// standard layout (pass 1 may stage what pass 2 needs there) and into one
+/// in Fortran order (it may not): the same value and gradient bit for bit.
+fn assert_stage_matches<A: Float>(
+    losses: &[(&str, LossGrad<A>)],
+    inputs: &[(&Array4<A>, &Array4<A>)],
+) {
+    for (name, loss_grad) in losses {
+        for &(x, y) in inputs {
             let mut staged = Array4::<A>::zeros(SHAPE);
             let mut recomputed = Array4::<A>::zeros(SHAPE.f());
             let a = loss_grad(x, y, &mut staged);
@@ -285,8 +253,50 @@ where
             );
         }
     }
+}
+
+/// The boxed `loss_grad` of a loss.
+fn boxed<A: Float, L: Loss<A> + 'static>(loss: L) -> LossGrad<A> {
+    Box::new(move |x, y, g| loss.loss_grad(x, y, g).unwrap())
+}
+
+/// The softmax region losses keep `p` in the gradient between their passes
+/// (signed by the targets): checked with one-hot targets (pass 2 reads
+/// the targets from the signs), soft ones (it reads them), and logits so
+/// far apart that `p` is 0 at a target of 1 (stored as -0).
+fn softmax_stage_matches_recomputation<A: Float>()
+where
+    DiceLoss: Loss<A>,
+    TverskyLoss: Loss<A>,
+{
+    let [logits, _, _, _, one_hot] = data::<A>(SHAPE);
+    let soft = one_hot.mapv(|y| y * A::from_f64(0.8) + A::from_f64(0.05));
+    let extreme = logits.mapv(|x| x * A::from_f64(100.0));
+    let softmax = Input::SoftmaxLogits;
+    let dice = DiceLoss::new().input(softmax);
+    let losses = [
+        ("dice per class", boxed(dice.clone().per_class(true))),
+        (
+            "dice per sample, no background",
+            boxed(dice.clone().per_sample(true).include_background(false)),
+        ),
+        (
+            "jaccard, γ = 2",
+            boxed(dice.clone().gamma(2.0).jaccard(true)),
+        ),
+        ("dice γ = 1.5", boxed(dice.clone().gamma(1.5))),
+        (
+            "tversky",
+            boxed(TverskyLoss::new().input(softmax).per_class(true)),
+        ),
+    ];
+    assert_stage_matches(
+        &losses,
+        &[(&logits, &one_hot), (&logits, &soft), (&extreme, &one_hot)],
+    );
     // The extreme logits do reach `p = 0` (`exp` below -745) at targets of 1.
     let [n, c, h, w] = SHAPE;
+    let mut underflows = 0;
     for (n, i, j) in ndarray::indices((n, h, w)) {
         let max = (0..c)
             .map(|c| extreme[[n, c, i, j]].as_f64())
@@ -297,8 +307,40 @@ where
     assert!(underflows > 1000, "{underflows} underflows");
 }
 
+/// The sigmoid region losses with one group keep `e^-|x|`, signed as `x`,
+/// in the gradient between their passes: checked with binary targets, soft
+/// ones, and logits so large that `e^-|x|` is 0.
+fn sigmoid_stage_matches_recomputation<A: Float>()
+where
+    DiceLoss: Loss<A>,
+    TverskyLoss: Loss<A>,
+{
+    let [logits, _, target, _, _] = data::<A>(SHAPE);
+    let soft = target.mapv(|y| y * A::from_f64(0.8) + A::from_f64(0.05));
+    let extreme = logits.mapv(|x| x * A::from_f64(100.0));
+    let losses = [
+        ("dice", boxed(DiceLoss::new())),
+        ("jaccard", boxed(DiceLoss::new().jaccard(true))),
+        ("dice γ = 2", boxed(DiceLoss::new().gamma(2.0))),
+        ("tversky", boxed(TverskyLoss::new())),
+    ];
+    assert_stage_matches(
+        &losses,
+        &[(&logits, &target), (&logits, &soft), (&extreme, &target)],
+    );
+    // `e^-|x|` underflows to 0 past |x| = 745 in both types.
+    let underflows = ndarray::Zip::from(&extreme)
+        .and(&target)
+        .fold(0, |n, x, &y| {
+            n + usize::from(x.abs().as_f64() > 750.0 && y == A::one())
+        });
+    assert!(underflows > 100, "{underflows} underflows");
+}
+
 #[test]
-fn softmax_stage_and_recomputation_are_bit_identical() {
+fn stages_and_recomputation_are_bit_identical() {
     softmax_stage_matches_recomputation::<f32>();
     softmax_stage_matches_recomputation::<f64>();
+    sigmoid_stage_matches_recomputation::<f32>();
+    sigmoid_stage_matches_recomputation::<f64>();
 }
