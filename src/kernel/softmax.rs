@@ -242,7 +242,7 @@ pub(crate) struct InPlace<'a, A> {
 pub(crate) fn walk_in_place<A: Float, D: Dimension>(
     target: Option<&ArrayRef<A, D>>,
     grad: &mut ArrayRef<A, D>,
-    mut f: impl FnMut(InPlace<'_, A>) -> bool,
+    f: impl FnMut(InPlace<'_, A>) -> bool,
 ) -> Result<Option<bool>> {
     let dims = dims(grad.shape())?;
     let y = target.map(standard);
@@ -251,41 +251,37 @@ pub(crate) fn walk_in_place<A: Float, D: Dimension>(
     };
     // One loop each, with and without the targets.
     Ok(Some(match &y {
-        Some(y) => visit(
-            dims,
-            [y],
-            None,
-            Some(g),
-            true,
-            #[inline(always)]
-            |v| match v.g {
-                Some(g) => f(InPlace {
-                    n: v.n,
-                    last: v.last,
-                    y: Some(v.reads[0]),
-                    g,
-                }),
-                None => false,
-            },
-        ),
-        None => visit(
-            dims,
-            [],
-            None,
-            Some(g),
-            true,
-            #[inline(always)]
-            |v| match v.g {
-                Some(g) => f(InPlace {
-                    n: v.n,
-                    last: v.last,
-                    y: None,
-                    g,
-                }),
-                None => false,
-            },
-        ),
+        Some(y) => visit_in_place(dims, [y], g, f),
+        None => visit_in_place(dims, [], g, f),
     }))
+}
+
+/// [`walk_in_place`]'s chunk loop, with the targets as the one read
+/// operand or none.
+#[inline(always)]
+fn visit_in_place<A: Float, const R: usize>(
+    dims: (usize, usize, usize),
+    reads: [&[A]; R],
+    g: &mut [A],
+    mut f: impl FnMut(InPlace<'_, A>) -> bool,
+) -> bool {
+    visit(
+        dims,
+        reads,
+        None,
+        Some(g),
+        true,
+        #[inline(always)]
+        |v| match v.g {
+            Some(g) => f(InPlace {
+                n: v.n,
+                last: v.last,
+                y: v.reads.first().copied(),
+                g,
+            }),
+            None => false,
+        },
+    )
 }
 
 /// What [`visit`] hands its callback: the lanes of `R` read operands, of
