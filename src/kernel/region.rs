@@ -768,7 +768,9 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
 
     /// As [`SoftmaxGrad::grad_from_input`], from what [`softmax_sums`] stored in
     /// `g`: `p`, and the targets in its signs where `y` is not given
-    /// ([`Stage::Softmax`]).
+    /// ([`Stage::Softmax`]). The padding of a short chunk reads as `p = 0`
+    /// and `y = 0`, where every `dp` of the region losses is finite (Dice's
+    /// `γ ≥ 1`), so it adds no fault.
     #[inline(always)]
     fn grad_in_place(
         &mut self,
