@@ -6,8 +6,11 @@
 //! Why a second harness next to criterion's: on a shared host the memory
 //! bandwidth drifts by 10–25 % within minutes, and criterion measures a
 //! group's floor minutes before its last loss, so one run's ratio can be a
-//! fifth off the next run's. A drift moves both halves of a pair alike, and
-//! the median over the rounds drops the rounds a neighbour disturbed.
+//! fifth off the next run's. A drift that moves both halves of a pair
+//! alike cancels, and the median over the rounds drops the rounds a
+//! neighbour disturbed. It is no cure: on the host of BENCHMARKS.md the
+//! softmax losses' paired medians still moved by a fifth between runs
+//! minutes apart (the single-pass losses by about a tenth).
 //!
 //! Run with `cargo bench --bench ratios` (21 rounds, about half a minute);
 //! `cargo bench --bench ratios -- --rounds 31` for more rounds (odd counts
