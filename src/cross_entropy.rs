@@ -214,6 +214,7 @@ impl CrossEntropy {
             probabilities,
             binary_target: false,
         };
+        let accepts = domain.thresholds::<A>();
         let positions = input.len() / classes;
         let scale = grad_scale::<A>(self.reduction, positions);
 
@@ -241,7 +242,7 @@ impl CrossEntropy {
                 let mut a_sum = [A::zero(); L];
                 for (c, &wc) in class_weights.iter().enumerate() {
                     let y = ch.y.get(c);
-                    faults.check(y, |y| (y >= A::zero()) & (y <= A::one()));
+                    faults.check(y, |y| accepts.target(y));
                     let mut ac = [A::zero(); L];
                     for k in 0..L {
                         ac[k] = wc * (keep * y[k] + spread);
@@ -262,7 +263,7 @@ impl CrossEntropy {
                 if probabilities {
                     for (c, ac) in a.iter().enumerate() {
                         let x = ch.x.get(c);
-                        faults.check(x, |x| domain.accepts(x, A::zero()));
+                        faults.check(x, |x| accepts.input(x));
                         for k in 0..L {
                             partial[k] -= ac[k] * x[k].max(eps).fast_ln();
                         }

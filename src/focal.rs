@@ -220,6 +220,7 @@ impl FocalLoss {
             probabilities: false,
             binary_target: false,
         };
+        let accepts = domain.thresholds::<A>();
         let scale = grad_scale::<A>(self.reduction, input.len());
         let one = A::one();
         let mut sm = Softmax::<A>::new(classes);
@@ -239,7 +240,7 @@ impl FocalLoss {
                 for c in 0..classes {
                     let a = weight(c);
                     let (x, y, p) = (ch.x.get(c), ch.y.get(c), sm.p(c));
-                    faults.check2(x, y, |x, y| domain.accepts(x, y));
+                    faults.check2(x, y, |x, y| accepts.check(x, y));
                     for k in 0..L {
                         let log_p = x[k] - lse[k];
                         partial[k] -= a * exponent.pow(one - p[k]) * y[k] * log_p;

@@ -212,34 +212,6 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
-    /// Whether an (input, target) pair is acceptable, written without
-    /// branches so that it folds into the kernels' loops.
-    ///
-    /// The parameters become loop-invariant thresholds of the element type,
-    /// so that every test is a compare in the lanes of the arithmetic: a
-    /// `bool` parameter combined with a lane mask would be packed to bytes
-    /// on every group of the vectorised loop. `x ∈ [-MAX, MAX]` is
-    /// finiteness; on `y ∈ [0, 1]`, `y - y² = 0` exactly when `y` is 0 or 1
-    /// (in `(0, 1)` the product `y·y` never rounds back to `y`).
-    #[inline(always)]
-    pub(crate) fn accepts<A: Float>(self, x: A, y: A) -> bool {
-        let zero = A::zero();
-        let one = A::one();
-        let (x_lo, x_hi) = if self.probabilities {
-            (zero, one)
-        } else {
-            (-A::max_value(), A::max_value())
-        };
-        let spread = if self.binary_target {
-            zero
-        } else {
-            A::infinity()
-        };
-        let x_ok = (x >= x_lo) & (x <= x_hi);
-        let y_ok = (y >= zero) & (y <= one) & (y - y * y <= spread);
-        x_ok & y_ok
-    }
-
     /// The error of a pass that saw a fault: the first bad element
     /// ([`Domain::diagnose`]), or, when every element is acceptable, the
     /// non-finite result `what` the pass produced.
@@ -323,8 +295,11 @@ impl Domain {
     }
 }
 
-/// [`Domain::accepts`] with its thresholds in the element type, made once
-/// per call (see [`Domain::thresholds`]), in fewer vector instructions.
+/// What an (input, target) pair may hold, as thresholds of the element
+/// type made once per call ([`Domain::thresholds`]), so that every test in
+/// a kernel's loop is a compare in the lanes of the arithmetic: a `bool`
+/// parameter combined with a lane mask would be packed to bytes on every
+/// group of the vectorised loop. `x ∈ [-MAX, MAX]` is finiteness.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Accepts<A> {
     x_lo: A,
@@ -333,7 +308,7 @@ pub(crate) struct Accepts<A> {
 }
 
 impl Domain {
-    /// The thresholds of [`Domain::accepts`], for the kernels' hot loops.
+    /// The thresholds of the domain's checks, for the kernels' hot loops.
     pub(crate) fn thresholds<A: Float>(self) -> Accepts<A> {
         let (x_lo, x_hi) = if self.probabilities {
             (A::zero(), A::one())
@@ -350,8 +325,8 @@ impl Domain {
 }
 
 impl<A: Float> Accepts<A> {
-    /// Whether an (input, target) pair is acceptable: the same answer as
-    /// [`Domain::accepts`]. On the target, `t = y·(1 - y)` is `≥ 0` exactly
+    /// Whether an (input, target) pair is acceptable, branch-free. On the
+    /// target, `t = y·(1 - y)` is `≥ 0` exactly
     /// on `[0, 1]` (a negative `y`, one above 1, ±∞ and NaN all give a
     /// negative `t` or NaN) and 0 exactly on `{0, 1}` (in `(0, 1)` one
     /// factor is at least 1/2 and the other positive, and below 2^-25 the

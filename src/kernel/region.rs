@@ -332,6 +332,7 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
     term: impl Fn(A, A) -> [A; K],
 ) -> Result<(Vec<[f64; K]>, bool)> {
     let domain = layout.activation.domain();
+    let accepts = domain.thresholds::<A>();
     let (_, classes, _) = softmax::dims(input.shape())?;
     let mut out = vec![[0.0; K]; layout.count];
     let mut sm = Softmax::new(classes);
@@ -350,7 +351,7 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
             // Validated first: the targets' loads then go out with the
             // logits', not after the softmax (see `CrossEntropy`).
             for c in 0..classes {
-                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| domain.accepts(x, y));
+                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| accepts.check(x, y));
             }
             sm.compute_p(ch.x);
             let mut store = ch.g.take();
