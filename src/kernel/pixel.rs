@@ -157,7 +157,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             &y[r],
                             s,
                             #[inline(always)]
-                            |x, y, s| (
+                            move |x, y, s| (
                                 [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s)).0],
                                 accepts.check(x, y)
                             )
@@ -172,7 +172,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                         x,
                         y,
                         #[inline(always)]
-                        |x, y| ([e.value_in::<F>(x, y)], accepts.check(x, y))
+                        move |x, y| ([e.value_in::<F>(x, y)], accepts.check(x, y))
                     )
                 )
             }),
@@ -202,7 +202,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             &w[r],
                             s,
                             #[inline(always)]
-                            |x, y, w, s| (
+                            move |x, y, w, s| (
                                 [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s)).0],
                                 accepts.check(x, y) & weight_ok(w)
                             )
@@ -218,7 +218,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                         y,
                         w,
                         #[inline(always)]
-                        |x, y, w| ([w * e.value_in::<F>(x, y)], accepts.check(x, y) & weight_ok(w))
+                        move |x, y, w| ([w * e.value_in::<F>(x, y)], accepts.check(x, y) & weight_ok(w))
                     )
                 )
             }),
@@ -283,7 +283,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                             t,
                             &mut g[r],
                             #[inline(always)]
-                            |x, y, s, t| {
+                            move |x, y, s, t| {
                                 let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t);
                                 let d = scale * d;
                                 ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
@@ -301,7 +301,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         y,
                         g,
                         #[inline(always)]
-                        |x, y| {
+                        move |x, y| {
                             let (v, d) = e.value_grad_in::<F>(x, y);
                             let d = scale * d;
                             ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
@@ -345,7 +345,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                             t,
                             &mut g[r],
                             #[inline(always)]
-                            |x, y, w, s, t| {
+                            move |x, y, w, s, t| {
                                 let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t);
                                 let d = scale * w * d;
                                 (
@@ -368,7 +368,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         w,
                         g,
                         #[inline(always)]
-                        |x, y, w| {
+                        move |x, y, w| {
                             let (v, d) = e.value_grad_in::<F>(x, y);
                             let d = scale * w * d;
                             (
