@@ -194,12 +194,14 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                     stage,
                     #[inline(always)]
                     |r, s| {
-                        let accepts = accepts;
+                        // By value: behind the captured reference, the
+                        // thresholds were loaded again for every element.
+                        let thresholds = accepts;
                         let (x, y) = (&x[r.clone()], &y[r]);
                         let p = &mut buffer[..s.len()];
                         for (((p, &s), &x), &y) in p.iter_mut().zip(s).zip(x).zip(y) {
                             *p = finish(x, s);
-                            bad += u32::from(!accepts.check(x, y));
+                            bad += u32::from(!thresholds.check(x, y));
                         }
                         (run_sums.sums(p, y, term), true)
                     },
@@ -440,7 +442,7 @@ pub(crate) fn sums_for_grad<A: Float, D: Dimension, const K: usize>(
 
 /// Pass 2 after [`sums_for_grad`]: [`write_grad_from_stage`] after a
 /// stage, else [`write_grad`].
-pub(crate) fn write_grad_after<A: Float, D: Dimension, C: Sync + Copy>(
+pub(crate) fn write_grad_after<A: Float, D: Dimension, C: Sync>(
     stage: Option<Stage>,
     layout: &Layout,
     input: &ArrayRef<A, D>,
@@ -522,13 +524,16 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                 Logistic::stage,
                 #[inline(always)]
                 |r, e| {
-                    let accepts = accepts;
+                    // By value: behind the captured reference, the
+                    // thresholds were loaded again for every element (the
+                    // stores to `g` might alias them).
+                    let thresholds = accepts;
                     let (x, y, g) = (&x[r.clone()], &y[r.clone()], &mut g[r]);
                     let p = &mut buffer[..e.len()];
                     for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
                         *p = Logistic::sigmoid_from_stage(x, e);
                         *g = select(x >= A::zero(), e, -e);
-                        bad += u32::from(!accepts.check(x, y));
+                        bad += u32::from(!thresholds.check(x, y));
                     }
                     (run_sums.sums(p, y, &term), true)
                 },
@@ -546,7 +551,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
 /// Pass 2 after [`sums_and_stage`] returned its sums and `stage`:
 /// overwrites what pass 1 left in `grad` with the gradient, the arithmetic
 /// of [`write_grad`] bit for bit.
-fn write_grad_from_stage<A: Float, D: Dimension, C: Sync + Copy>(
+fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     stage: Stage,
     layout: &Layout,
     target: &ArrayRef<A, D>,
@@ -577,7 +582,7 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync + Copy>(
 
 /// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
 /// element `±e^-|x|` with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`.
-fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync + Copy>(
+fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficient: &C,
@@ -596,9 +601,6 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync + Copy>(
         #[inline(always)]
         |[y], g| {
             let one = A::one();
-            // By value: the stores to `g` could alias a reference, and
-            // the coefficient would be loaded again for every element.
-            let coefficient = *coefficient;
             let mut bad = 0u32;
             for (g, &y) in g.iter_mut().zip(y) {
                 // As `Logistic::from_stage`, the sign of `x` from the stage's.
@@ -607,7 +609,7 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync + Copy>(
                 let small = e * inv;
                 let negative = g.is_sign_negative();
                 let (sigma, sigma_c) = (select(negative, small, inv), select(negative, inv, small));
-                let d = dp(sigma, y, &coefficient) * (sigma * sigma_c);
+                let d = dp(sigma, y, coefficient) * (sigma * sigma_c);
                 *g = d;
                 bad += u32::from(!finite(d));
             }
@@ -667,7 +669,7 @@ fn group_grad<A: Float, D: Dimension>(
 /// Pass 2: writes `grad = ∂L/∂input` where `dp(p, y, &coefficients[group])`
 /// is `∂L/∂p` of an element of that group (0 for a class left out), chained
 /// through the activation. The elements were validated by [`sums`].
-pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync + Copy>(
+pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
@@ -844,7 +846,7 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
 
 /// Pass 2 for an element-wise activation: `grad = chained(x, y, &coefficients[group])`.
 /// Generic over `chained`, so that each activation gets its own loops.
-fn elementwise_grad<A: Float, D: Dimension, C: Sync + Copy>(
+fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
@@ -867,7 +869,7 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync + Copy>(
                 .enumerate()
             {
                 match layout.group(n, c).map(|k| &coefficients[k]) {
-                    Some(&k) => ok &= group_grad(&x, &y, &mut g, &move |x, y| chained(x, y, &k)),
+                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k)),
                     None => g.fill(A::zero()),
                 }
             }
@@ -879,13 +881,13 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync + Copy>(
             .axis_chunks_iter(Axis(0), 1)
             .zip(target.axis_chunks_iter(Axis(0), 1))
             .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
-            .zip(coefficients.iter().copied())
+            .zip(coefficients)
         {
-            ok &= group_grad(&x, &y, &mut g, &move |x, y| chained(x, y, &k));
+            ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k));
         }
         ok
     } else {
-        let k = coefficients[0];
-        group_grad(input, target, grad, &move |x, y| chained(x, y, &k))
+        let k = &coefficients[0];
+        group_grad(input, target, grad, &|x, y| chained(x, y, k))
     }
 }
