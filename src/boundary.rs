@@ -125,7 +125,7 @@ impl BoundaryLoss {
                 requirement: "the boundary loss needs a sample axis (axis 0)",
             });
         }
-        let mut phi = Array::zeros(target.raw_dim());
+        let mut phi = crate::alloc::zeros(target.raw_dim());
         // Chunks of one sample keep the dimension type; the unit axis 0
         // does not change any distance.
         for (y, mut out) in target

@@ -1,6 +1,6 @@
 //! A weighted sum of two losses.
 
-use ndarray::{Array, ArrayRef, Dimension, Zip};
+use ndarray::{ArrayRef, Dimension, Zip};
 
 use crate::error::check_param;
 use crate::loss::{finite_result, param_as, same_shape};
@@ -126,7 +126,7 @@ impl<A: Float, La: Loss<A>, Lb: Loss<A>> Loss<A> for Combo<La, Lb> {
         let wa: A = param_as("weight_a", self.weight_a)?;
         let wb: A = param_as("weight_b", self.weight_b)?;
         let la = self.a.loss_grad(input, target, grad)?.as_f64();
-        let mut other = Array::zeros(input.raw_dim());
+        let mut other = crate::alloc::zeros(input.raw_dim());
         let lb = self.b.loss_grad(input, target, &mut other)?.as_f64();
         let loss = finite_result("the loss", self.weight_a * la + self.weight_b * lb)?;
         let mut ok = true;

@@ -98,7 +98,7 @@ impl HausdorffDtLoss {
         }
         let logits = self.input != Input::Probabilities;
         let half = A::from_f64(0.5);
-        let mut weights = Array::zeros(input.raw_dim());
+        let mut weights = crate::alloc::zeros(input.raw_dim());
         let mut finite = true;
         // (1, 1, ...) chunks keep the dimension type; unit axes do not
         // change any distance.

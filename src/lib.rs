@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod alloc;
 mod bce;
 mod boundary;
 mod combo;

@@ -101,7 +101,7 @@ pub trait Loss<A: Float> {
         input: &ArrayRef<A, D>,
         target: &ArrayRef<A, D>,
     ) -> Result<(A, Array<A, D>)> {
-        let mut grad = Array::zeros(input.raw_dim());
+        let mut grad = crate::alloc::zeros(input.raw_dim());
         let loss = self.loss_grad(input, target, &mut grad)?;
         Ok((loss, grad))
     }

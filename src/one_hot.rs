@@ -82,7 +82,7 @@ pub fn one_hot<A: Float, D: Dimension>(
     }
     let samples = labels.shape()[0];
     let positions = labels.len() / samples.max(1);
-    let mut data = vec![A::zero(); total];
+    let mut data = crate::alloc::zeros_vec(total);
     for (i, &l) in labels.iter().enumerate() {
         let (n, s) = (i / positions, i % positions);
         data[(n * classes + l as usize) * positions + s] = A::one();

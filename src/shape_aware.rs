@@ -166,7 +166,7 @@ impl ShapeAwareLoss {
                 requirement: "the shape-aware loss needs a sample axis and at least one spatial axis",
             });
         }
-        let mut maps = Array::zeros(target.raw_dim());
+        let mut maps = crate::alloc::zeros(target.raw_dim());
         for (sample, mut map) in target.outer_iter().zip(maps.outer_iter_mut()) {
             // A non-binary target is reported by the kernel's checks, with
             // its index; here it only needs to not be mistaken for a mask.

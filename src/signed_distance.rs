@@ -71,7 +71,7 @@ fn outside_plus<D: Dimension>(
 ) -> Result<Array<f64, D>> {
     check_spacing(spacing, mask.ndim())?;
     if !mixed(mask) {
-        return Ok(Array::zeros(mask.raw_dim()));
+        return Ok(crate::alloc::zeros(mask.raw_dim()));
     }
     let mut d = distance_to(mask, spacing)?;
     let inside = distance_to(&mask.mapv(|m| !m), spacing)?;

@@ -155,7 +155,7 @@ fn edt_array<D: Dimension>(
 ) -> Result<Array<f64, D>> {
     let spacing = check_spacing(spacing, mask.ndim())?;
     let bools = row_major(mask);
-    let mut out = Array::zeros(mask.raw_dim());
+    let mut out = crate::alloc::zeros(mask.raw_dim());
     let shape = out.shape().to_vec();
     // A freshly allocated array is in standard layout: the slice exists.
     if let Some(data) = out.as_slice_mut() {
@@ -241,7 +241,7 @@ pub fn label_components<D: Dimension>(
     connectivity: Connectivity,
 ) -> (Array<u32, D>, usize) {
     let bools = row_major(mask);
-    let mut out = Array::zeros(mask.raw_dim());
+    let mut out = crate::alloc::zeros(mask.raw_dim());
     let shape = out.shape().to_vec();
     let n = match out.as_slice_mut() {
         Some(data) => label::label_in_place(&bools, &shape, connectivity, data),
@@ -315,8 +315,8 @@ pub fn two_nearest<D: Dimension>(
         max_distance,
         nearest::Need::All,
     );
-    let mut d1 = Array::from_elem(labels.raw_dim(), 0.0);
-    let mut d2 = Array::from_elem(labels.raw_dim(), 0.0);
+    let mut d1 = crate::alloc::zeros(labels.raw_dim());
+    let mut d2 = crate::alloc::zeros(labels.raw_dim());
     // Fresh arrays iterate in row-major order, as `pairs` is stored.
     for ((a, b), p) in d1.iter_mut().zip(d2.iter_mut()).zip(&pairs) {
         *a = p.d1.sqrt();

@@ -585,7 +585,7 @@ pub(crate) fn two_nearest_rows(
         n1
     };
     // The forward states of each row, its four fields one after the other.
-    let mut fore = vec![0u32; 4 * n0 * n1];
+    let mut fore = crate::alloc::zeros_vec(4 * n0 * n1);
     let mut scan = Scan::new(n1);
     crate::kernel::dispatch::run(
         #[inline(always)]

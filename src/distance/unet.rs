@@ -339,7 +339,7 @@ impl UNetWeights {
             // 2-D on the unit grid: whole squared distances, only the
             // elements that keep a term come back, first row first.
             (&[n0, n1], &[1.0, 1.0], Some(cut)) if n1 > 1 => {
-                let mut data = Vec::with_capacity(n);
+                let mut data = crate::alloc::with_capacity(n);
                 two_nearest_unit(flat, [n0, n1], cut, everywhere, |r, near| {
                     let at = r * n1;
                     let row = &flat[at..at + n1];
@@ -350,7 +350,7 @@ impl UNetWeights {
             // 2-D (with rows to sweep): a row at a time, its weights while
             // its pairs are in cache. Its column counts are `u32`.
             (&[n0, n1], &[h0, h1], _) if n1 > 1 && n0 < u32::MAX as usize => {
-                let mut data = vec![bg; n];
+                let mut data = crate::alloc::filled(bg, n);
                 two_nearest_rows(flat, [n0, n1], [h0, h1], reach, everywhere, |r, p| {
                     let at = r * n1;
                     fill(&mut data[at..at + n1], &flat[at..at + n1], p);
@@ -358,7 +358,7 @@ impl UNetWeights {
                 data
             }
             _ => {
-                let mut data = vec![bg; n];
+                let mut data = crate::alloc::filled(bg, n);
                 fill(
                     &mut data,
                     flat,
