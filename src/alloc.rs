@@ -4,11 +4,11 @@
 //! A fresh buffer costs one page fault per 4 KiB page at its first touch:
 //! the kernel takes a page, charges it, zeroes it and maps it. On the
 //! benchmark machine (a KVM guest) that came to about 3 µs per page, so
-//! faulting in the 32 MiB output of a 2048² distance transform took as long
-//! as the transform itself (13.3 against 7.9 ns per pixel with huge pages),
-//! and the 64 MiB gradient of `loss_and_grad` at 2^24 `f32` elements more
-//! than the loss (see BENCHMARKS.md). With 2 MiB pages the faults are 512
-//! times fewer.
+//! faulting in the 32 MiB output of a 2048² distance transform took about
+//! as long as the transform itself (12.9–13.5 ns per pixel in all, against
+//! 6.1–7.2 with this module), and the 64 MiB gradient of `loss_and_grad` at
+//! 2^24 `f32` elements longer than the loss (see BENCHMARKS.md). With 2 MiB
+//! pages the faults are 512 times fewer.
 //!
 //! So on Linux, a buffer of [`HUGE_MIN`] bytes or more is advised
 //! `MADV_HUGEPAGE` before its first touch, as NumPy (since 1.16) does for
