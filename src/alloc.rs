@@ -27,20 +27,29 @@ pub(crate) const HUGE_MIN: usize = 4 << 20;
 /// Advises the kernel to back the whole pages of `bytes` bytes from `start`
 /// with transparent huge pages. Returns whether the advice was given and
 /// accepted (`false` below [`HUGE_MIN`] and off Linux).
+fn advise(start: *const u8, bytes: usize) -> bool {
+    bytes >= HUGE_MIN && advise_pages(start, bytes)
+}
+
+/// [`advise`] without the threshold: `madvise(MADV_HUGEPAGE)` on the whole
+/// pages of the range.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn advise(start: *const u8, bytes: usize) -> bool {
-    const PAGE: usize = 4096;
-    if bytes < HUGE_MIN {
+fn advise_pages(start: *const u8, bytes: usize) -> bool {
+    // SAFETY: `sysconf` only reads a configuration value of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Some(page) = usize::try_from(page).ok().filter(|p| p.is_power_of_two()) else {
         return false;
-    }
+    };
     // `madvise` wants a page-aligned start; the partial pages at either end
     // are left out.
     let Some(end) = (start as usize).checked_add(bytes) else {
         return false;
     };
-    let first = (start as usize).next_multiple_of(PAGE);
-    let last = end - end % PAGE;
+    let Some(first) = (start as usize).checked_next_multiple_of(page) else {
+        return false;
+    };
+    let last = end - end % page;
     if last <= first {
         return false;
     }
@@ -59,7 +68,7 @@ fn advise(start: *const u8, bytes: usize) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise(_start: *const u8, _bytes: usize) -> bool {
+fn advise_pages(_start: *const u8, _bytes: usize) -> bool {
     false
 }
 
