@@ -1,5 +1,11 @@
 //! The pixel-wise kernel: `Σ_x w(x)·ℓ(input(x), target(x))` and its
 //! gradient `w(x)·∂ℓ/∂input(x)·scale`, in one pass that also validates.
+//!
+//! The element closures handed to the fused loops are `move`: they hold
+//! the thresholds, the scale and `&E` by value, in registers. Captured by
+//! reference, they were loaded again for every vector, since LLVM could
+//! not tell that the gradient's stores do not alias them (BCE `loss_grad`:
+//! 15.6 → 14.4 instructions per element).
 
 use ndarray::{ArrayRef, Dimension, Zip};
 
