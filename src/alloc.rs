@@ -16,6 +16,11 @@
 //! the validity of the memory; the kernel ignores it where transparent huge
 //! pages are disabled, and a buffer it cannot back with huge pages gets the
 //! usual small ones. Elsewhere the functions here allocate as usual.
+//!
+//! As NumPy's `NUMPY_MADVISE_HUGEPAGE=0`, the environment variable
+//! `SEGLOSS_MADVISE_HUGEPAGE=0` turns the advice off (read once).
+
+use std::sync::OnceLock;
 
 use ndarray::{Array, Dimension};
 use num_traits::Zero;
@@ -28,7 +33,16 @@ pub(crate) const HUGE_MIN: usize = 4 << 20;
 /// with transparent huge pages. Returns whether the advice was given and
 /// accepted (`false` below [`HUGE_MIN`] and off Linux).
 fn advise(start: *const u8, bytes: usize) -> bool {
-    bytes >= HUGE_MIN && advise_pages(start, bytes)
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    bytes >= HUGE_MIN
+        && *ENABLED.get_or_init(|| enabled_by(std::env::var("SEGLOSS_MADVISE_HUGEPAGE").ok()))
+        && advise_pages(start, bytes)
+}
+
+/// Whether the advice is on for this value of `SEGLOSS_MADVISE_HUGEPAGE`:
+/// unless it is `0` (NumPy's convention).
+fn enabled_by(value: Option<String>) -> bool {
+    value.is_none_or(|v| v.trim() != "0")
 }
 
 /// [`advise`] without the threshold: `madvise(MADV_HUGEPAGE)` on the whole
@@ -128,12 +142,23 @@ mod tests {
         let advised = advise_slice(&v);
         if !cfg!(target_os = "linux") {
             assert!(!advised);
-        } else if kernel_has_huge_pages() {
+        } else if kernel_has_huge_pages()
+            && enabled_by(std::env::var("SEGLOSS_MADVISE_HUGEPAGE").ok())
+        {
             assert!(advised, "madvise refused a buffer of {n} f64");
         }
         assert!(v.iter().all(|&x| x == 0.0));
         // Small buffers are left alone.
         assert!(!advise_slice(&v[..1000]));
+    }
+
+    #[test]
+    fn only_zero_turns_the_advice_off() {
+        assert!(enabled_by(None));
+        assert!(enabled_by(Some("1".into())));
+        assert!(enabled_by(Some(String::new())));
+        assert!(!enabled_by(Some("0".into())));
+        assert!(!enabled_by(Some(" 0\n".into())));
     }
 
     #[test]
