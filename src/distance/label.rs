@@ -107,10 +107,17 @@ pub(crate) fn label_in_place(
     // offsets at 3^d' - 1 for the d' axes that matter (d' <= 63 since the
     // element count fits in an isize).
     let shape: Vec<usize> = shape.iter().copied().filter(|&n| n > 1).collect();
-    if let (&[rows, cols], Connectivity::Full) = (shape.as_slice(), connectivity) {
-        return label_2d_full(mask, rows, cols, out);
+    match (shape.as_slice(), connectivity) {
+        (&[rows, cols], Connectivity::Full) => label_2d_full(mask, rows, cols, out),
+        (&[n0, n1, n2], Connectivity::Full) => label_3d_full(mask, [n0, n1, n2], out),
+        _ => label_any(mask, &shape, connectivity, out),
     }
-    let offsets = backward_offsets(&shape, connectivity);
+}
+
+/// [`label_in_place`] for any shape (axes of length 1 already dropped) and
+/// connectivity: the union with every labelled backward neighbour.
+fn label_any(mask: &[bool], shape: &[usize], connectivity: Connectivity, out: &mut [u32]) -> usize {
+    let offsets = backward_offsets(shape, connectivity);
     let d = shape.len();
     let row_len = shape.last().copied().unwrap_or(1);
     let last_bit = if d > 0 { 1u64 << (d - 1) } else { 0 };
@@ -259,6 +266,97 @@ fn label_2d_full(mask: &[bool], rows: usize, cols: usize, out: &mut [u32]) -> us
     relabel(&mut parent, out)
 }
 
+/// [`label_in_place`] for 3-D masks under full (26-) connectivity, by a
+/// decision tree in the manner of [`label_2d_full`]. An element's 13
+/// backward neighbours are all neighbours of the one a plane back, `P`:
+/// when `P` is foreground they are already in its set, and the element
+/// takes its label with no union. Otherwise the one a row back, `N`,
+/// neighbours all of them but the row a plane back and a row ahead, whose
+/// middle element neighbours its two ends: so after `N`, one union, or
+/// two. With neither, the remaining 11 neighbours are joined one by one.
+/// (Every foreground element is in the set of each of its foreground
+/// backward neighbours once it is labelled, which is what makes the
+/// shortcuts exact.) On a random 128³ mask of density 0.5 about three
+/// elements in four take one of the two shortcuts.
+fn label_3d_full(mask: &[bool], [n0, n1, n2]: [usize; 3], out: &mut [u32]) -> usize {
+    // The 13 backward neighbours (dz, dy, dx) but `P` = (-1, 0, 0) and
+    // `N` = (0, -1, 0).
+    const OTHERS_3D: [(isize, isize, isize); 11] = [
+        (-1, -1, -1),
+        (-1, -1, 0),
+        (-1, -1, 1),
+        (-1, 0, -1),
+        (-1, 0, 1),
+        (-1, 1, -1),
+        (-1, 1, 0),
+        (-1, 1, 1),
+        (0, -1, -1),
+        (0, -1, 1),
+        (0, 0, -1),
+    ];
+    let plane = n1 * n2;
+    let mut parent: Vec<u32> = vec![0];
+    for z in 0..n0 {
+        for y in 0..n1 {
+            let base = (z * n1 + y) * n2;
+            for x in 0..n2 {
+                let flat = base + x;
+                if !mask[flat] {
+                    continue;
+                }
+                let p = if z > 0 { out[flat - plane] } else { 0 };
+                if p != 0 {
+                    out[flat] = p;
+                    continue;
+                }
+                let n = if y > 0 { out[flat - n2] } else { 0 };
+                let mut root = 0;
+                if n != 0 {
+                    root = find(&mut parent, n);
+                    if z > 0 && y + 1 < n1 {
+                        // The row a plane back and a row ahead.
+                        let ahead = flat - plane + n2;
+                        let middle = out[ahead];
+                        if middle != 0 {
+                            root = join(&mut parent, root, middle);
+                        } else {
+                            if x > 0 && out[ahead - 1] != 0 {
+                                root = join(&mut parent, root, out[ahead - 1]);
+                            }
+                            if x + 1 < n2 && out[ahead + 1] != 0 {
+                                root = join(&mut parent, root, out[ahead + 1]);
+                            }
+                        }
+                    }
+                } else {
+                    for (dz, dy, dx) in OTHERS_3D {
+                        let inside = (dz == 0 || z > 0)
+                            && (dy >= 0 || y > 0)
+                            && (dy <= 0 || y + 1 < n1)
+                            && (dx >= 0 || x > 0)
+                            && (dx <= 0 || x + 1 < n2);
+                        if !inside {
+                            continue;
+                        }
+                        // Positive for a backward neighbour; a plane fits
+                        // in an isize, as the whole buffer does.
+                        let back = -(dz * plane as isize + dy * n2 as isize + dx);
+                        let l = out[flat - back.unsigned_abs()];
+                        if l != 0 {
+                            root = join(&mut parent, root, l);
+                        }
+                    }
+                }
+                if root == 0 {
+                    root = open(&mut parent);
+                }
+                out[flat] = root;
+            }
+        }
+    }
+    relabel(&mut parent, out)
+}
+
 /// Numbers the roots of `parent` `1..=n` in increasing order (the order of
 /// the components' first elements) and rewrites `out` with them; returns n.
 fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
@@ -278,4 +376,35 @@ fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
         *l = parent[*l as usize];
     }
     count as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 3-D decision tree against the union with every neighbour, on
+    /// random masks of every density and shapes with short and long axes.
+    #[test]
+    fn decision_tree_3d_matches_the_plain_scan() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for shape in [[2, 2, 2], [3, 4, 5], [4, 3, 6], [5, 5, 5], [2, 7, 3], [6, 2, 9]] {
+            let n: usize = shape.iter().product();
+            for density in [0.1, 0.3, 0.5, 0.7, 0.9] {
+                for _ in 0..40 {
+                    let mask: Vec<bool> = (0..n).map(|_| next() < density).collect();
+                    let mut tree = vec![0; n];
+                    let mut plain = vec![0; n];
+                    let count = label_3d_full(&mask, shape, &mut tree);
+                    let expected = label_any(&mask, &shape, Connectivity::Full, &mut plain);
+                    assert_eq!((count, &tree), (expected, &plain), "{shape:?}, {mask:?}");
+                }
+            }
+        }
+    }
 }
