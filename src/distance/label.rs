@@ -276,8 +276,8 @@ fn label_2d_full(mask: &[bool], rows: usize, cols: usize, out: &mut [u32]) -> us
 /// two. With neither, the remaining 11 neighbours are joined one by one.
 /// (Every foreground element is in the set of each of its foreground
 /// backward neighbours once it is labelled, which is what makes the
-/// shortcuts exact.) On a random 128³ mask of density 0.5 about three
-/// elements in four take one of the two shortcuts.
+/// shortcuts exact.) On a random mask of density 0.5, `P` or `N` is
+/// foreground for three elements in four.
 fn label_3d_full(mask: &[bool], [n0, n1, n2]: [usize; 3], out: &mut [u32]) -> usize {
     // The 13 backward neighbours (dz, dy, dx) but `P` = (-1, 0, 0) and
     // `N` = (0, -1, 0).
@@ -393,7 +393,14 @@ mod tests {
             state ^= state << 17;
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
-        for shape in [[2, 2, 2], [3, 4, 5], [4, 3, 6], [5, 5, 5], [2, 7, 3], [6, 2, 9]] {
+        for shape in [
+            [2, 2, 2],
+            [3, 4, 5],
+            [4, 3, 6],
+            [5, 5, 5],
+            [2, 7, 3],
+            [6, 2, 9],
+        ] {
             let n: usize = shape.iter().product();
             for density in [0.1, 0.3, 0.5, 0.7, 0.9] {
                 for _ in 0..40 {
