@@ -157,25 +157,12 @@ fn label_any(mask: &[bool], shape: &[usize], connectivity: Connectivity, out: &m
                     continue;
                 }
                 let l = out[flat - off.back];
-                if l == 0 {
-                    continue;
-                }
-                let r = find(&mut parent, l);
-                if root == 0 {
-                    root = r;
-                } else if r != root {
-                    // Union by smallest label: the root stays the label
-                    // opened first.
-                    let (keep, drop) = if r < root { (r, root) } else { (root, r) };
-                    parent[drop as usize] = keep;
-                    root = keep;
+                if l != 0 {
+                    root = join(&mut parent, root, l);
                 }
             }
             if root == 0 {
-                root = u32::try_from(parent.len()).unwrap_or(u32::MAX);
-                if (root as usize) == parent.len() {
-                    parent.push(root);
-                }
+                root = open(&mut parent);
             }
             out[flat] = root;
         }
