@@ -5,7 +5,7 @@ use ndarray::{ArrayRef, Dimension};
 
 use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
-use crate::kernel::softmax::{self, Faults, L, LaneSum, Softmax};
+use crate::kernel::softmax::{self, Classes, Faults, L, LaneSum, Softmax, with_classes};
 use crate::kernel::{Domain, finite, weight_ok};
 use crate::loss::{check_class_weights, non_empty, param_as, same_shape};
 use crate::{Error, Float, Input, Loss, Reduction, Result};
@@ -206,25 +206,69 @@ impl CrossEntropy {
             }
             None => vec![A::one(); classes],
         };
+        let positions = input.len() / classes;
+        let (ok, total) = with_classes!(classes, |k| {
+            self.pass(k, input, target, weights, grad, &class_weights)
+        })?;
+        let domain = self.domain();
+        if !ok {
+            return Err(domain.fault(
+                input,
+                target,
+                weights,
+                "an element of the gradient",
+                f64::INFINITY,
+            ));
+        }
+        // A non-finite logit shows here (see `pass`); a loss that is not
+        // finite from good input is `reduce`'s error.
+        if !total.is_finite() {
+            if let Some(fault) = domain.diagnose(input, target, weights) {
+                return Err(fault);
+            }
+        }
+        reduce(self.reduction, total, positions)
+    }
+
+    /// What the input and targets may hold.
+    fn domain(&self) -> Domain {
+        Domain {
+            probabilities: self.input == Input::Probabilities,
+            binary_target: false,
+        }
+    }
+
+    /// The walk of [`CrossEntropy::run`] over `classes` classes, with
+    /// the class weights in the element type: the sum of the terms, and
+    /// whether every element and gradient element was good.
+    fn pass<A: Float, D: Dimension, K: Classes>(
+        &self,
+        classes: K,
+        input: &ArrayRef<A, D>,
+        target: &ArrayRef<A, D>,
+        weights: Option<&ArrayRef<A, D>>,
+        grad: Option<&mut ArrayRef<A, D>>,
+        class_weights: &[A],
+    ) -> Result<(bool, f64)> {
         let keep = A::from_f64(1.0 - self.label_smoothing);
-        let spread = A::from_f64(self.label_smoothing / classes as f64);
+        let spread = A::from_f64(self.label_smoothing / classes.count() as f64);
         let eps = A::from_f64(self.epsilon);
         let probabilities = self.input == Input::Probabilities;
-        let domain = Domain {
-            probabilities,
-            binary_target: false,
-        };
-        let accepts = domain.thresholds::<A>();
-        let positions = input.len() / classes;
+        let accepts = self.domain().thresholds::<A>();
+        let positions = input.len() / classes.count();
         let scale = grad_scale::<A>(self.reduction, positions);
+        let mut class_weights_k = classes.store(A::zero());
+        class_weights_k.as_mut().copy_from_slice(class_weights);
 
-        let mut sm = Softmax::<A>::new(classes);
+        let mut sm = Softmax::new(classes);
         // `a_c = w_c·y'_c·m` (m the element's weight) per class lane.
-        let mut a = vec![[A::zero(); L]; classes];
+        let mut a = classes.store([A::zero(); L]);
         let mut sum = LaneSum::new();
-        let mut faults = Faults::new();
+        let mut faults_kept = Faults::new();
         let mut total = 0.0;
+        let sum_out = &mut total;
         let ok = softmax::walk(
+            classes,
             input,
             target,
             weights,
@@ -232,15 +276,24 @@ impl CrossEntropy {
             // Every loop below runs over the `L` positions of a chunk, with
             // per-position reductions over the classes: nothing folds a
             // float or a `bool` across positions until the end of a tile.
+            // `move`, so that the parameters are values and the scratch is
+            // the closure's own: behind references, LLVM loaded them again
+            // for every class, and kept the fault lanes in memory (the
+            // gradient's stores might alias them).
             #[inline(always)]
-            |ch| {
+            move |ch| {
                 // The targets (and weights) first: their loads then go out
                 // with the logits' at the start of the chunk, instead of
                 // missing cache on their own after the softmax (at 2^24
                 // elements, 3.9 ns per element the other way round).
-                let a = &mut a[..];
+                let a = a.as_mut();
+                // A local copy, stored back once per chunk (else every
+                // check loads and stores the closure's lanes: the
+                // gradient's stores might alias them).
+                let mut faults_here = faults_kept;
+                let faults = &mut faults_here;
                 let mut a_sum = [A::zero(); L];
-                for (c, &wc) in class_weights.iter().enumerate() {
+                for (c, &wc) in class_weights_k.as_ref().iter().enumerate() {
                     let y = ch.y.get(c);
                     faults.check(y, |y| accepts.target(y));
                     let mut ac = [A::zero(); L];
@@ -311,31 +364,17 @@ impl CrossEntropy {
                         *g.get(c) = v;
                     }
                 }
+                let faults = &mut faults_kept;
+                *faults = faults_here;
                 if ch.last {
-                    total += sum.take();
+                    *sum_out += sum.take();
                     faults.none()
                 } else {
                     true
                 }
             },
         )?;
-        if !ok {
-            return Err(domain.fault(
-                input,
-                target,
-                weights,
-                "an element of the gradient",
-                f64::INFINITY,
-            ));
-        }
-        // A non-finite logit shows here (see above); a loss that is not
-        // finite from good input is `reduce`'s error.
-        if !total.is_finite() {
-            if let Some(fault) = domain.diagnose(input, target, weights) {
-                return Err(fault);
-            }
-        }
-        reduce(self.reduction, total, positions)
+        Ok((ok, total))
     }
 }
 

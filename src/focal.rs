@@ -7,7 +7,7 @@ use crate::bce::{grad_scale, reduce};
 use crate::error::check_param;
 use crate::kernel::math::Logistic;
 use crate::kernel::pixel::{self, Elementwise};
-use crate::kernel::softmax::{self, Faults, L, LaneSum, Softmax};
+use crate::kernel::softmax::{self, Classes, Faults, L, LaneSum, Softmax, with_classes};
 use crate::kernel::{Domain, finite};
 use crate::loss::{non_empty, param_as, same_shape};
 use crate::{Float, Input, Loss, Reduction, Result};
@@ -209,6 +209,29 @@ impl FocalLoss {
         }
         non_empty(input)?;
         let (_, classes, _) = softmax::dims(input.shape())?;
+        let (ok, total) = with_classes!(classes, |k| self.softmax_pass(k, input, target, grad))?;
+        if !ok {
+            return Err(SOFTMAX_DOMAIN.fault(
+                input,
+                target,
+                None,
+                "an element of the gradient",
+                f64::INFINITY,
+            ));
+        }
+        reduce(self.reduction, total, input.len())
+    }
+
+    /// The walk of [`FocalLoss::softmax`] over `classes` classes: the sum
+    /// of the terms, and whether every element and gradient element was
+    /// good.
+    fn softmax_pass<A: Float, D: Dimension, K: Classes>(
+        &self,
+        classes: K,
+        input: &ArrayRef<A, D>,
+        target: &ArrayRef<A, D>,
+        grad: Option<&mut ArrayRef<A, D>>,
+    ) -> Result<(bool, f64)> {
         let gamma: A = param_as("gamma", self.gamma)?;
         let exponent = Exponent::<A>::new(self.gamma);
         let weight = |c: usize| match self.alpha {
@@ -216,18 +239,15 @@ impl FocalLoss {
             Some(alpha) => A::from_f64(alpha),
             None => A::one(),
         };
-        let domain = Domain {
-            probabilities: false,
-            binary_target: false,
-        };
-        let accepts = domain.thresholds::<A>();
+        let accepts = SOFTMAX_DOMAIN.thresholds::<A>();
         let scale = grad_scale::<A>(self.reduction, input.len());
         let one = A::one();
-        let mut sm = Softmax::<A>::new(classes);
+        let mut sm = Softmax::new(classes);
         let mut sum = LaneSum::new();
         let mut faults = Faults::new();
         let mut total = 0.0;
         let ok = softmax::walk(
+            classes,
             input,
             target,
             None,
@@ -237,7 +257,7 @@ impl FocalLoss {
                 sm.compute(ch.x);
                 let lse = sm.lse();
                 let mut partial = [A::zero(); L];
-                for c in 0..classes {
+                for c in 0..classes.count() {
                     let a = weight(c);
                     let (x, y, p) = (ch.x.get(c), ch.y.get(c), sm.p(c));
                     faults.check2(x, y, |x, y| accepts.check(x, y));
@@ -262,7 +282,7 @@ impl FocalLoss {
                 sum.add(&partial);
                 if let Some(mut g) = ch.g {
                     sm.chain_scaled(&mut g);
-                    for c in 0..classes {
+                    for c in 0..classes.count() {
                         faults.check(g.get(c), finite);
                     }
                 }
@@ -274,18 +294,15 @@ impl FocalLoss {
                 }
             },
         )?;
-        if !ok {
-            return Err(domain.fault(
-                input,
-                target,
-                None,
-                "an element of the gradient",
-                f64::INFINITY,
-            ));
-        }
-        reduce(self.reduction, total, input.len())
+        Ok((ok, total))
     }
 }
+
+/// What the softmax form accepts: any logits, targets in `[0, 1]`.
+const SOFTMAX_DOMAIN: Domain = Domain {
+    probabilities: false,
+    binary_target: false,
+};
 
 /// The element-wise focal loss with its parameters in the element type.
 #[derive(Debug, Clone, Copy)]

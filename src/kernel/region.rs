@@ -17,7 +17,9 @@
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::{Logistic, select};
-use super::softmax::{self, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax};
+use super::softmax::{
+    self, Classes, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax, with_classes,
+};
 use super::{
     CHUNK, ChunkedSum, Domain, RunSums, blocked_sum, blocked_sum_write, common_slices, finite,
     grad_matches, staged_sum, zip_sum_write,
@@ -334,17 +336,37 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
     store: Option<&mut ArrayRef<A, D>>,
     term: impl Fn(A, A) -> [A; K],
 ) -> Result<(Vec<[f64; K]>, bool)> {
-    let domain = layout.activation.domain();
-    let accepts = domain.thresholds::<A>();
     let (_, classes, _) = softmax::dims(input.shape())?;
+    let (out, binary, ok) = with_classes!(classes, |cs| {
+        softmax_sums_walk(cs, layout, input, target, store, term)
+    })?;
+    if ok {
+        Ok((out, binary))
+    } else {
+        Err(sums_fault(layout.activation.domain(), input, target))
+    }
+}
+
+/// The walk of [`softmax_sums`] over `classes` classes: the sums, whether
+/// every target was 0 or 1, and whether every element was good.
+fn softmax_sums_walk<A: Float, D: Dimension, Cs: Classes, const K: usize>(
+    classes: Cs,
+    layout: &Layout,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    store: Option<&mut ArrayRef<A, D>>,
+    term: impl Fn(A, A) -> [A; K],
+) -> Result<(Vec<[f64; K]>, bool, bool)> {
+    let accepts = layout.activation.domain().thresholds::<A>();
     let mut out = vec![[0.0; K]; layout.count];
     let mut sm = Softmax::new(classes);
     // Per class, the lane sums of the `K` terms.
-    let mut lane_sums = vec![[LaneSum::new(); K]; classes];
+    let mut lane_sums = classes.store([LaneSum::new(); K]);
     let mut faults = Faults::new();
     // Per lane, the targets neither 0 nor 1 (only counted with `store`).
     let (mut soft, mut binary) = (Faults::new(), true);
     let ok = softmax::walk(
+        classes,
         input,
         target,
         None,
@@ -353,12 +375,12 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
         |mut ch| {
             // Validated first: the targets' loads then go out with the
             // logits', not after the softmax (see `CrossEntropy`).
-            for c in 0..classes {
+            for c in 0..classes.count() {
                 faults.check2(ch.x.get(c), ch.y.get(c), |x, y| accepts.check(x, y));
             }
             sm.compute_p(ch.x);
             let mut store = ch.g.take();
-            for (c, sums) in lane_sums.iter_mut().enumerate() {
+            for (c, sums) in lane_sums.as_mut().iter_mut().enumerate() {
                 let (p, y) = (sm.p(c), ch.y.get(c));
                 if let Some(g) = store.as_mut() {
                     let (zero, one) = (A::zero(), A::one());
@@ -384,7 +406,7 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
                 }
             }
             if ch.last {
-                for (c, sums) in lane_sums.iter_mut().enumerate() {
+                for (c, sums) in lane_sums.as_mut().iter_mut().enumerate() {
                     let s = sums.each_mut().map(|s| s.take());
                     if let Some(g) = layout.group(ch.n, c) {
                         add(&mut out[g], s);
@@ -397,11 +419,7 @@ fn softmax_sums<A: Float, D: Dimension, const K: usize>(
             }
         },
     )?;
-    if ok {
-        Ok((out, binary))
-    } else {
-        Err(sums_fault(domain, input, target))
-    }
+    Ok((out, binary, ok))
 }
 
 /// The error of a sums pass that saw a fault: the first bad element, or a
@@ -563,13 +581,17 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     check_coefficients(layout, coefficients)?;
     match stage {
         Stage::Softmax { binary } => {
-            let mut pass = SoftmaxGrad::new(layout, target.shape(), coefficients, dp)?;
-            let ok = softmax::walk_in_place(
-                (!binary).then_some(target),
-                grad,
-                #[inline(always)]
-                |ch| pass.grad_in_place(ch.n, ch.last, ch.g, ch.y),
-            )?;
+            let (_, classes, _) = softmax::dims(target.shape())?;
+            let ok = with_classes!(classes, |cs| {
+                let mut pass = SoftmaxGrad::new(layout, cs, coefficients, dp);
+                softmax::walk_in_place(
+                    cs,
+                    (!binary).then_some(target),
+                    grad,
+                    #[inline(always)]
+                    move |ch| pass.grad_in_place(ch.n, ch.last, ch.g, ch.y),
+                )
+            })?;
             if ok == Some(true) {
                 Ok(())
             } else {
@@ -681,18 +703,22 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
     check_coefficients(layout, coefficients)?;
     let activation = layout.activation;
     let ok = if activation == Activation::Softmax {
-        let mut pass = SoftmaxGrad::new(layout, input.shape(), coefficients, dp)?;
-        softmax::walk(
-            input,
-            target,
-            None,
-            Some(grad),
-            #[inline(always)]
-            |ch| match ch.g {
-                Some(g) => pass.grad_from_input(ch.n, ch.last, ch.x, ch.y, g),
-                None => false,
-            },
-        )?
+        let (_, classes, _) = softmax::dims(input.shape())?;
+        with_classes!(classes, |cs| {
+            let mut pass = SoftmaxGrad::new(layout, cs, coefficients, dp);
+            softmax::walk(
+                cs,
+                input,
+                target,
+                None,
+                Some(grad),
+                #[inline(always)]
+                move |ch| match ch.g {
+                    Some(g) => pass.grad_from_input(ch.n, ch.last, ch.x, ch.y, g),
+                    None => false,
+                },
+            )
+        })?
     } else if activation == Activation::Sigmoid {
         let chained = |x: A, y: A, c: &C| {
             let l = Logistic::of(x);
@@ -729,28 +755,27 @@ fn check_coefficients<C>(layout: &Layout, coefficients: &[C]) -> Result<()> {
 /// the gradient `∂L/∂z_c = p_c·(v_c - Σ_j p_j·v_j)`, `v_c = ∂L/∂p_c`, of
 /// every class lane, in two loops over the classes (a loop over the
 /// classes costs some ten instructions a class in indexing alone).
-struct SoftmaxGrad<'a, A, C, F> {
+struct SoftmaxGrad<'a, A: Float, Cs: Classes, C, F> {
     layout: &'a Layout,
     coefficients: &'a [C],
     dp: F,
-    sm: Softmax<A>,
+    sm: Softmax<A, Cs>,
     /// The chunk's targets ([`SoftmaxGrad::grad_from_input`]) or its `p`
     /// ([`SoftmaxGrad::grad_in_place`]).
-    lanes: Vec<Lane<A>>,
+    lanes: Cs::Store<Lane<A>>,
     faults: Faults<A>,
 }
 
-impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
-    fn new(layout: &'a Layout, shape: &[usize], coefficients: &'a [C], dp: F) -> Result<Self> {
-        let (_, classes, _) = softmax::dims(shape)?;
-        Ok(Self {
+impl<'a, A: Float, Cs: Classes, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, Cs, C, F> {
+    fn new(layout: &'a Layout, classes: Cs, coefficients: &'a [C], dp: F) -> Self {
+        Self {
             layout,
             coefficients,
             dp,
             sm: Softmax::new(classes),
-            lanes: vec![[A::zero(); L]; classes],
+            lanes: classes.store([A::zero(); L]),
             faults: Faults::new(),
-        })
+        }
     }
 
     /// Writes the gradient of the chunk of sample `n` into `g` from the
@@ -761,13 +786,13 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
         &mut self,
         n: usize,
         last: bool,
-        x: Lanes<'_, A>,
-        y: Lanes<'_, A>,
-        g: LanesMut<'_, A>,
+        x: Lanes<'_, A, Cs>,
+        y: Lanes<'_, A, Cs>,
+        g: LanesMut<'_, A, Cs>,
     ) -> bool {
         // The targets copied first, so that their loads go out with the
         // logits' (see `CrossEntropy`).
-        for (c, lane) in self.lanes.iter_mut().enumerate() {
+        for (c, lane) in self.lanes.as_mut().iter_mut().enumerate() {
             *lane = *y.get(c);
         }
         self.sm.compute_p(x);
@@ -784,8 +809,8 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
         &mut self,
         n: usize,
         last: bool,
-        g: LanesMut<'_, A>,
-        y: Option<Lanes<'_, A>>,
+        g: LanesMut<'_, A, Cs>,
+        y: Option<Lanes<'_, A, Cs>>,
     ) -> bool {
         self.write::<true>(n, last, g, y)
     }
@@ -795,11 +820,13 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
         &mut self,
         n: usize,
         last: bool,
-        mut g: LanesMut<'_, A>,
-        y: Option<Lanes<'_, A>>,
+        mut g: LanesMut<'_, A, Cs>,
+        y: Option<Lanes<'_, A, Cs>>,
     ) -> bool {
         let (zero, one) = (A::zero(), A::one());
-        let classes = self.lanes.len();
+        let classes = self.lanes.as_ref().len();
+        // A local copy, stored back once (see `CrossEntropy`).
+        let mut faults = self.faults;
         let mut dot = [zero; L];
         for c in 0..classes {
             let gc = g.get(c);
@@ -810,10 +837,10 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
                     p[k] = stored[k].abs();
                     t[k] = select(stored[k].is_sign_negative(), one, zero);
                 }
-                self.lanes[c] = p;
+                self.lanes.as_mut()[c] = p;
                 (p, y.map_or(t, |y| *y.get(c)))
             } else {
-                (*self.sm.p(c), self.lanes[c])
+                (*self.sm.p(c), self.lanes.as_ref()[c])
             };
             let mut v = [zero; L];
             if let Some(k) = self.layout.group(n, c).map(|g| &self.coefficients[g]) {
@@ -828,7 +855,7 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
         }
         for c in 0..classes {
             let p = if IN_PLACE {
-                &self.lanes[c]
+                &self.lanes.as_ref()[c]
             } else {
                 self.sm.p(c)
             };
@@ -837,10 +864,11 @@ impl<'a, A: Float, C, F: Fn(A, A, &C) -> A> SoftmaxGrad<'a, A, C, F> {
             for k in 0..L {
                 v[k] = p[k] * (v[k] - dot[k]);
             }
-            self.faults.check(&v, finite);
+            faults.check(&v, finite);
             *gc = v;
         }
-        if last { self.faults.none() } else { true }
+        self.faults = faults;
+        !last || self.faults.none()
     }
 }
 

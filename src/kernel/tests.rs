@@ -136,12 +136,32 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
 /// an optimised build (`cargo test --release`), where the loops vectorise.
 #[test]
 fn dispatched_and_portable_paths_are_bit_identical() {
-    let dispatched = (results::<f32>(SHAPE), results::<f64>(SHAPE));
-    super::dispatch::force_portable(true);
-    let portable = (results::<f32>(SHAPE), results::<f64>(SHAPE));
-    super::dispatch::force_portable(false);
-    assert_same(&dispatched.0, &portable.0);
-    assert_same(&dispatched.1, &portable.1);
+    // Two classes, and three to five for the softmax losses' other class
+    // counts (fixed up to four, see `with_classes!`).
+    let [n, _, h, w] = SHAPE;
+    for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
+        let dispatched = (results::<f32>(shape), results::<f64>(shape));
+        super::dispatch::force_portable(true);
+        let portable = (results::<f32>(shape), results::<f64>(shape));
+        super::dispatch::force_portable(false);
+        assert_same(&dispatched.0, &portable.0);
+        assert_same(&dispatched.1, &portable.1);
+    }
+}
+
+/// The softmax losses give the same bits whether the class count is fixed
+/// at compile time (two to four classes) or read at run time.
+#[test]
+fn fixed_and_run_time_class_counts_are_bit_identical() {
+    for classes in 2..=4 {
+        let shape = [2, classes, 37, 41];
+        let fixed = (results::<f32>(shape), results::<f64>(shape));
+        super::softmax::force_dynamic(true);
+        let dynamic = (results::<f32>(shape), results::<f64>(shape));
+        super::softmax::force_dynamic(false);
+        assert_same(&fixed.0, &dynamic.0);
+        assert_same(&fixed.1, &dynamic.1);
+    }
 }
 
 #[cfg(feature = "rayon")]
