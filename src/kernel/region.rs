@@ -373,10 +373,12 @@ fn softmax_sums_walk<A: Float, D: Dimension, Cs: Classes, const K: usize>(
         store,
         #[inline(always)]
         |mut ch| {
+            // By value (see `sigmoid_sums_and_stage`).
+            let thresholds = accepts;
             // Validated first: the targets' loads then go out with the
             // logits', not after the softmax (see `CrossEntropy`).
             for c in 0..classes.count() {
-                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| accepts.check(x, y));
+                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| thresholds.check(x, y));
             }
             sm.compute_p(ch.x);
             let mut store = ch.g.take();
