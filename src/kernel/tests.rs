@@ -138,7 +138,7 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
 fn dispatched_and_portable_paths_are_bit_identical() {
     // Two classes, and three to five for the softmax losses' other class
     // counts (fixed up to four, see `with_classes!`).
-    let [n, _, h, w] = SHAPE;
+    let [n, _, h, _] = SHAPE;
     for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
         let dispatched = (results::<f32>(shape), results::<f64>(shape));
         super::dispatch::force_portable(true);
