@@ -328,10 +328,14 @@ impl UNetWeights {
         let need = Need::Border {
             everywhere: self.border_everywhere,
         };
-        let scale = -1.0 / (2.0 * self.sigma * self.sigma);
-        let (w0, everywhere) = (self.w0, self.border_everywhere);
+        let terms = Terms {
+            class: [wc_bg, wc_fg],
+            w0: self.w0,
+            scale: -1.0 / (2.0 * self.sigma * self.sigma),
+        };
+        let everywhere = self.border_everywhere;
         let fill = |w: &mut [A], l: &[u32], p: &[Pair]| {
-            fill_weights(w, l, p, [wc_bg, wc_fg], w0, scale, everywhere);
+            fill_weights(w, l, p, terms, everywhere);
         };
         // Each is row-major like `flat`.
         let shape = labels.shape();
@@ -343,7 +347,7 @@ impl UNetWeights {
                 two_nearest_unit(flat, [n0, n1], cut, everywhere, |r, near| {
                     let at = r * n1;
                     let row = &flat[at..at + n1];
-                    push_row(&mut data, row, near, [wc_bg, wc_fg], w0, scale);
+                    push_row(&mut data, row, near, terms);
                 });
                 data
             }
@@ -375,25 +379,63 @@ impl UNetWeights {
     }
 }
 
-/// The weights of the elements with labels `l` and pairs `p` into `w`: the
-/// class weight `wc[0]` (background) or `wc[1]`, plus `w0·exp(scale·(d1 +
-/// d2)²)` where the sweep kept a `d2` and the term applies.
-fn fill_weights<A: Float>(
-    w: &mut [A],
-    l: &[u32],
-    p: &[Pair],
-    [wc_bg, wc_fg]: [f64; 2],
+/// The arithmetic of a weight: the class weight `class[0]` (background)
+/// or `class[1]`, plus `w0·exp(scale·(d1 + d2)²)` where the border term
+/// applies.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    class: [f64; 2],
     w0: f64,
     scale: f64,
-    everywhere: bool,
-) {
-    let (bg, fg) = (A::from_f64(wc_bg), A::from_f64(wc_fg));
+}
+
+impl Terms {
+    /// The class weight of label `l`.
+    #[inline(always)]
+    fn class(&self, l: u32) -> f64 {
+        self.class[Terms::index(l)]
+    }
+
+    /// The class weights in the element type, background first: index
+    /// them with [`Terms::index`].
+    fn classes_as<A: Float>(&self) -> [A; 2] {
+        self.class.map(A::from_f64)
+    }
+
+    /// The index of label `l`'s class: 0 for the background, else 1.
+    #[inline(always)]
+    fn index(l: u32) -> usize {
+        usize::from(l != 0)
+    }
+
+    /// The exponent of the border term at the squared distances `d1` and
+    /// `d2`, clamped so that the exponential never goes subnormal (slow on
+    /// most CPUs; a term that small is dropped anyway).
+    #[inline(always)]
+    fn exponent(&self, d1: f64, d2: f64) -> f64 {
+        let s = d1.sqrt() + d2.sqrt();
+        (self.scale * s * s).max(-700.0)
+    }
+
+    /// The weight of label `l` with the border term's exponential `e`.
+    #[inline(always)]
+    fn weight<A: Float>(&self, l: u32, e: f64) -> A {
+        A::from_f64(self.class(l) + self.w0 * e)
+    }
+}
+
+/// Elements per chunk of the exponentials, taken a chunk at a time in a
+/// loop of their own, without branches, so that it vectorises.
+const CHUNK: usize = 64;
+
+/// The weights of the elements with labels `l` and pairs `p` into `w`: the
+/// class weight, plus the border term where the sweep kept a `d2` and the
+/// term applies (only background elements unless `everywhere`).
+fn fill_weights<A: Float>(w: &mut [A], l: &[u32], p: &[Pair], terms: Terms, everywhere: bool) {
     // Where the sweep kept no d2 the term is below 1e-6·w0 or does not
-    // apply. The exponentials are taken a chunk at a time in a loop of
-    // their own, without branches, so that it vectorises; chunks where
-    // no element keeps a term (inside instances, far background) skip
-    // it.
-    const CHUNK: usize = 64;
+    // apply. Chunks where no element keeps a term (inside instances, far
+    // background) skip the exponentials.
+    let class = terms.classes_as::<A>();
     let mut arg = [0.0f64; CHUNK];
     let keep = |l: u32, p: &Pair| p.d2 < f64::INFINITY && (everywhere || l == 0);
     for ((w, l), p) in w
@@ -403,15 +445,12 @@ fn fill_weights<A: Float>(
     {
         let mut any = false;
         for ((a, &l), p) in arg.iter_mut().zip(l).zip(p) {
-            let s = p.d1.sqrt() + p.d2.sqrt();
-            // Clamped so that the exponential never goes subnormal
-            // (slow on most CPUs); such arguments are dropped below.
-            *a = (scale * s * s).max(-700.0);
+            *a = terms.exponent(p.d1, p.d2);
             any |= keep(l, p);
         }
         if !any {
             for (w, &l) in w.iter_mut().zip(l) {
-                *w = if l == 0 { bg } else { fg };
+                *w = class[Terms::index(l)];
             }
             continue;
         }
@@ -419,38 +458,26 @@ fn fill_weights<A: Float>(
             *a = exp_f64(*a);
         }
         for (((w, &l), p), &e) in w.iter_mut().zip(l).zip(p).zip(&arg) {
-            let wc = if l == 0 { wc_bg } else { wc_fg };
-            let term = if keep(l, p) { w0 * e } else { 0.0 };
-            *w = A::from_f64(wc + term);
+            *w = terms.weight(l, if keep(l, p) { e } else { 0.0 });
         }
     }
 }
 
-/// Appends to `w` the weights of one row with labels `l`: the class
-/// weight `wc[0]` (background) or `wc[1]`, plus `w0·exp(scale·(d1 + d2)²)`
-/// at the elements `near` (whole squared distances), with the arithmetic
-/// of [`fill_weights`].
-fn push_row<A: Float>(
-    w: &mut Vec<A>,
-    l: &[u32],
-    near: &[Near],
-    [wc_bg, wc_fg]: [f64; 2],
-    w0: f64,
-    scale: f64,
-) {
-    let (bg, fg) = (A::from_f64(wc_bg), A::from_f64(wc_fg));
+/// Appends to `w` the weights of one row with labels `l`: the class weight,
+/// plus the border term at the elements `near` (whole squared distances),
+/// with the arithmetic of [`fill_weights`].
+fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], terms: Terms) {
     let start = w.len();
-    w.extend(l.iter().map(|&l| if l == 0 { bg } else { fg }));
+    let class = terms.classes_as::<A>();
+    w.extend(l.iter().map(|&l| class[Terms::index(l)]));
     let w = &mut w[start..];
-    const CHUNK: usize = 64;
     let mut arg = [0.0f64; CHUNK];
     for near in near.chunks(CHUNK) {
         crate::kernel::dispatch::run(
             #[inline(always)]
             || {
                 for (a, p) in arg.iter_mut().zip(near) {
-                    let s = f64::from(p.d1).sqrt() + f64::from(p.d2).sqrt();
-                    *a = (scale * s * s).max(-700.0);
+                    *a = terms.exponent(f64::from(p.d1), f64::from(p.d2));
                 }
                 for a in arg.iter_mut() {
                     *a = exp_f64(*a);
@@ -459,8 +486,7 @@ fn push_row<A: Float>(
         );
         for (p, &e) in near.iter().zip(&arg) {
             if let (Some(w), Some(&l)) = (w.get_mut(p.x), l.get(p.x)) {
-                let wc = if l == 0 { wc_bg } else { wc_fg };
-                *w = A::from_f64(wc + w0 * e);
+                *w = terms.weight(l, e);
             }
         }
     }
