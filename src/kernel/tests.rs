@@ -140,12 +140,7 @@ fn dispatched_and_portable_paths_are_bit_identical() {
     // counts (fixed up to four, see `with_classes!`).
     let [n, _, h, _] = SHAPE;
     for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
-        let dispatched = (results::<f32>(shape), results::<f64>(shape));
-        super::dispatch::force_portable(true);
-        let portable = (results::<f32>(shape), results::<f64>(shape));
-        super::dispatch::force_portable(false);
-        assert_same(&dispatched.0, &portable.0);
-        assert_same(&dispatched.1, &portable.1);
+        assert_switch_changes_nothing(shape, super::dispatch::force_portable);
     }
 }
 
@@ -154,14 +149,19 @@ fn dispatched_and_portable_paths_are_bit_identical() {
 #[test]
 fn fixed_and_run_time_class_counts_are_bit_identical() {
     for classes in 2..=4 {
-        let shape = [2, classes, 37, 41];
-        let fixed = (results::<f32>(shape), results::<f64>(shape));
-        super::softmax::force_dynamic(true);
-        let dynamic = (results::<f32>(shape), results::<f64>(shape));
-        super::softmax::force_dynamic(false);
-        assert_same(&fixed.0, &dynamic.0);
-        assert_same(&fixed.1, &dynamic.1);
+        assert_switch_changes_nothing([2, classes, 37, 41], super::softmax::force_dynamic);
     }
+}
+
+/// Asserts that every loss gives the same bits on inputs of `shape` with
+/// `switch(true)` as with `switch(false)` (left so).
+fn assert_switch_changes_nothing(shape: [usize; 4], switch: fn(bool)) {
+    let off = (results::<f32>(shape), results::<f64>(shape));
+    switch(true);
+    let on = (results::<f32>(shape), results::<f64>(shape));
+    switch(false);
+    assert_same(&off.0, &on.0);
+    assert_same(&off.1, &on.1);
 }
 
 #[cfg(feature = "rayon")]
