@@ -204,6 +204,30 @@ fn open(parent: &mut Vec<u32>) -> u32 {
     root
 }
 
+/// The index of the first element of `row` from `from` on that is `value`,
+/// else `row.len()`: eight elements at a time, as the bytes of a `u64`.
+#[inline]
+fn next(row: &[bool], from: usize, value: bool) -> usize {
+    // Each byte of a word is 0 or 1; after the xor, nonzero where the
+    // element is `value`.
+    let flip = if value { 0 } else { 0x0101_0101_0101_0101_u64 };
+    let rest = row.get(from..).unwrap_or_default();
+    let mut words = rest.chunks_exact(8);
+    let mut at = from;
+    for word in &mut words {
+        let bytes: [u8; 8] = std::array::from_fn(|i| u8::from(word[i]));
+        let hits = u64::from_le_bytes(bytes) ^ flip;
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let tail = words.remainder();
+    tail.iter()
+        .position(|&m| m == value)
+        .map_or(row.len(), |i| at + i)
+}
+
 /// [`label_in_place`] for 2-D masks, a run of foreground at a time: each
 /// run of a row joins the runs of the row above that it touches (those
 /// that overlap it, or with full connectivity also those that end just
@@ -238,10 +262,11 @@ fn label_2d(
         let mut k = 0;
         let mut c = 0;
         while c < cols {
-            let Some(s) = row[c..].iter().position(|&m| m).map(|i| c + i) else {
+            let s = next(row, c, true);
+            if s == cols {
                 break;
-            };
-            let e = row[s..].iter().position(|&m| !m).map_or(cols, |i| s + i);
+            }
+            let e = next(row, s, false);
             c = e;
             while k < above.len() && above[k].1 + reach <= s {
                 k += 1;
