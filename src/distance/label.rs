@@ -107,9 +107,12 @@ pub(crate) fn label_in_place(
     // offsets at 3^d' - 1 for the d' axes that matter (d' <= 63 since the
     // element count fits in an isize).
     let shape: Vec<usize> = shape.iter().copied().filter(|&n| n > 1).collect();
-    match (shape.as_slice(), connectivity) {
-        (&[rows, cols], _) => label_2d(mask, rows, cols, connectivity, out),
-        (&[n0, n1, n2], Connectivity::Full) => label_3d_full(mask, [n0, n1, n2], out),
+    // The runs keep their ends as `u32`.
+    let fits = shape.last().is_some_and(|&n| n <= u32::MAX as usize);
+    match *shape.as_slice() {
+        [n] if fits => label_runs(mask, [1, 1, n], connectivity, out),
+        [n1, n2] if fits => label_runs(mask, [1, n1, n2], connectivity, out),
+        [n0, n1, n2] if fits => label_runs(mask, [n0, n1, n2], connectivity, out),
         _ => label_any(mask, &shape, connectivity, out),
     }
 }
@@ -228,166 +231,141 @@ fn next(row: &[bool], from: usize, value: bool) -> usize {
         .map_or(row.len(), |i| at + i)
 }
 
-/// [`label_in_place`] for 2-D masks, a run of foreground at a time: each
-/// run of a row joins the runs of the row above that it touches (those
-/// that overlap it, or with full connectivity also those that end just
-/// before it or start just after it), and its elements take the label of
-/// the union with one fill. Both rows' runs are sorted, so the touching
-/// runs above are found by walking the two lists in step. Per element this
-/// is only the scan for the runs' ends and the fill; the unions are per
-/// pair of touching runs, not per element. Provisional labels open in the
-/// order of the runs' starts, so the smallest label of a component is the
-/// one opened at its first element, and [`relabel`] numbers the
-/// components by their first elements, as the plain scan does.
-fn label_2d(
+/// A run of foreground in a row: `[start, end)` and its provisional label
+/// (rows of at most `u32::MAX` elements: [`label_in_place`]).
+type Run = (u32, u32, u32);
+
+/// [`label_in_place`] for masks of up to three axes (`[n0, n1, n2]`, the
+/// leading axes 1 for fewer), a run of foreground at a time: each run of a
+/// row joins the runs it touches in the rows before it that hold backward
+/// neighbours (the row above, and with a plane before it the rows a plane
+/// back: the three around this one with full connectivity, the one
+/// straight back with face connectivity), and its elements take the
+/// union's label with one fill. A run above, `[a, b)`, touches `[s, e)`
+/// when they overlap, or with full connectivity also when one ends just
+/// before the other starts (diagonal neighbours). Each row's runs are
+/// sorted, so the touching runs of each neighbour row are found by walking
+/// the lists in step. Per element this is only the scan for the runs' ends
+/// ([`next`]) and the fill; the unions are per pair of touching runs.
+///
+/// Provisional labels open in the order of the runs' starts. The run of a
+/// component's first element starts there and touches nothing labelled, so
+/// it opens the component's smallest label, and [`relabel`] numbers the
+/// components by their first elements, as the plain scan ([`label_any`])
+/// does.
+fn label_runs(
     mask: &[bool],
-    rows: usize,
-    cols: usize,
+    [n0, n1, n2]: [usize; 3],
     connectivity: Connectivity,
     out: &mut [u32],
 ) -> usize {
-    // A run above, [a, b), touches the run [s, e) when a < e + reach and
-    // s < b + reach.
-    let reach = usize::from(connectivity == Connectivity::Full);
+    let full = connectivity == Connectivity::Full;
+    let reach = usize::from(full);
     let mut parent: Vec<u32> = vec![0];
-    // The runs of the row above and of this row: (start, end, label).
-    let (mut above, mut here): (Vec<(usize, usize, u32)>, Vec<_>) = (Vec::new(), Vec::new());
-    for (row, out) in mask
-        .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(cols))
-        .take(rows)
-    {
-        here.clear();
-        // The first run above that may touch this row's next run.
-        let mut k = 0;
-        let mut c = 0;
-        while c < cols {
-            let s = next(row, c, true);
-            if s == cols {
-                break;
-            }
-            let e = next(row, s, false);
-            c = e;
-            while k < above.len() && above[k].1 + reach <= s {
-                k += 1;
-            }
-            let mut root = 0;
-            let mut j = k;
-            while let Some(&(a, _, l)) = above.get(j) {
-                if a >= e + reach {
-                    break;
-                }
-                root = join(&mut parent, root, l);
-                j += 1;
-            }
-            // The last run above that touched this one may touch the next.
-            k = j.saturating_sub(1).max(k);
-            if root == 0 {
-                root = open(&mut parent);
-            }
-            out[s..e].fill(root);
-            here.push((s, e, root));
-        }
-        std::mem::swap(&mut above, &mut here);
-    }
-    relabel(&mut parent, out)
-}
-
-/// [`label_in_place`] for 3-D masks under full (26-) connectivity, by a
-/// decision tree in the manner of Wu, Otoo and Suzuki's for 2-D (2005),
-/// which this crate's 2-D path used before it labelled runs. An element's 13
-/// backward neighbours are all neighbours of the one a plane back, `P`:
-/// when `P` is foreground they are already in its set, and the element
-/// takes its label with no union. Otherwise the one a row back, `N`,
-/// neighbours all of them but the row a plane back and a row ahead, whose
-/// middle element neighbours its two ends: so after `N`, one union, or
-/// two. With neither, the remaining 11 neighbours are joined one by one.
-/// (Every foreground element is in the set of each of its foreground
-/// backward neighbours once it is labelled, which is what makes the
-/// shortcuts exact.) On a random mask of density 0.5, `P` or `N` is
-/// foreground for three elements in four.
-fn label_3d_full(mask: &[bool], [n0, n1, n2]: [usize; 3], out: &mut [u32]) -> usize {
-    // The 13 backward neighbours (dz, dy, dx) but `P` = (-1, 0, 0) and
-    // `N` = (0, -1, 0).
-    const OTHERS_3D: [(isize, isize, isize); 11] = [
-        (-1, -1, -1),
-        (-1, -1, 0),
-        (-1, -1, 1),
-        (-1, 0, -1),
-        (-1, 0, 1),
-        (-1, 1, -1),
-        (-1, 1, 0),
-        (-1, 1, 1),
-        (0, -1, -1),
-        (0, -1, 1),
-        (0, 0, -1),
-    ];
-    let plane = n1 * n2;
-    let mut parent: Vec<u32> = vec![0];
+    // Every row's runs, row after row: row `r`'s are
+    // `all[starts[r]..starts[r + 1]]`. They serve the rows after, and the
+    // relabelling, which then rewrites the runs, not every element.
+    let mut all: Vec<Run> = Vec::new();
+    let mut starts = Vec::with_capacity(n0 * n1 + 1);
+    starts.push(0);
+    // This row's runs.
+    let mut runs: Vec<Run> = Vec::new();
     for z in 0..n0 {
         for y in 0..n1 {
-            let base = (z * n1 + y) * n2;
-            for x in 0..n2 {
-                let flat = base + x;
-                if !mask[flat] {
-                    continue;
-                }
-                let p = if z > 0 { out[flat - plane] } else { 0 };
-                if p != 0 {
-                    out[flat] = p;
-                    continue;
-                }
-                let n = if y > 0 { out[flat - n2] } else { 0 };
-                let mut root = 0;
-                if n != 0 {
-                    root = find(&mut parent, n);
-                    if z > 0 && y + 1 < n1 {
-                        // The row a plane back and a row ahead.
-                        let ahead = flat - plane + n2;
-                        let middle = out[ahead];
-                        if middle != 0 {
-                            root = join(&mut parent, root, middle);
-                        } else {
-                            if x > 0 && out[ahead - 1] != 0 {
-                                root = join(&mut parent, root, out[ahead - 1]);
-                            }
-                            if x + 1 < n2 && out[ahead + 1] != 0 {
-                                root = join(&mut parent, root, out[ahead + 1]);
-                            }
-                        }
-                    }
+            let r = z * n1 + y;
+            let row = &mask[r * n2..(r + 1) * n2];
+            let row_runs = |r: usize| &all[starts[r]..starts[r + 1]];
+            // The row above, and the rows a plane back that hold
+            // neighbours: `y - 1 + dy` for `dy` in 0..3.
+            let above = if y > 0 { row_runs(r - 1) } else { &[] };
+            let back = |dy: usize| {
+                if z == 0 || y + dy == 0 || y + dy > n1 {
+                    &[][..]
                 } else {
-                    for (dz, dy, dx) in OTHERS_3D {
-                        let inside = (dz == 0 || z > 0)
-                            && (dy >= 0 || y > 0)
-                            && (dy <= 0 || y + 1 < n1)
-                            && (dx >= 0 || x > 0)
-                            && (dx <= 0 || x + 1 < n2);
-                        if !inside {
-                            continue;
-                        }
-                        // Positive for a backward neighbour; a plane fits
-                        // in an isize, as the whole buffer does.
-                        let back = -(dz * plane as isize + dy * n2 as isize + dx);
-                        let l = out[flat - back.unsigned_abs()];
-                        if l != 0 {
-                            root = join(&mut parent, root, l);
-                        }
-                    }
+                    row_runs(r - n1 + dy - 1)
+                }
+            };
+            let neighbours: [&[Run]; 4] = if full {
+                [above, back(0), back(1), back(2)]
+            } else {
+                [above, back(1), &[], &[]]
+            };
+            let mut cursors = [0; 4];
+            runs.clear();
+            let mut c = 0;
+            while c < n2 {
+                let s = next(row, c, true);
+                if s == n2 {
+                    break;
+                }
+                let e = next(row, s, false);
+                c = e;
+                let mut root = 0;
+                for (list, k) in neighbours.iter().zip(&mut cursors) {
+                    root = join_touching(&mut parent, root, list, k, [s, e], reach);
                 }
                 if root == 0 {
                     root = open(&mut parent);
                 }
-                out[flat] = root;
+                runs.push((s as u32, e as u32, root));
             }
+            all.extend_from_slice(&runs);
+            starts.push(all.len());
         }
     }
-    relabel(&mut parent, out)
+    let count = number_roots(&mut parent);
+    for (out, window) in out.chunks_exact_mut(n2).zip(starts.windows(2)) {
+        for &(s, e, l) in &all[window[0]..window[1]] {
+            out[s as usize..e as usize].fill(parent[l as usize]);
+        }
+    }
+    count
+}
+
+/// Joins into `root` (0: none yet) the runs of `runs` (one row's, sorted)
+/// that touch the run `[s, e)` with diagonal `reach` (1 or 0), starting at
+/// the cursor `k`, which moves on to the last of them: the next run of the
+/// row, which starts after `e`, can touch none before it. Returns the root.
+#[inline]
+fn join_touching(
+    parent: &mut [u32],
+    mut root: u32,
+    runs: &[Run],
+    k: &mut usize,
+    [s, e]: [usize; 2],
+    reach: usize,
+) -> u32 {
+    while runs
+        .get(*k)
+        .is_some_and(|&(_, b, _)| b as usize + reach <= s)
+    {
+        *k += 1;
+    }
+    let mut j = *k;
+    while let Some(&(a, _, l)) = runs.get(j) {
+        if a as usize >= e + reach {
+            break;
+        }
+        root = join(parent, root, l);
+        j += 1;
+    }
+    *k = j.saturating_sub(1).max(*k);
+    root
 }
 
 /// Numbers the roots of `parent` `1..=n` in increasing order (the order of
 /// the components' first elements) and rewrites `out` with them; returns n.
 fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
+    let count = number_roots(parent);
+    for l in out.iter_mut() {
+        *l = parent[*l as usize];
+    }
+    count
+}
+
+/// Rewrites `parent` to map every provisional label to its component's
+/// number, `1..=n` for the roots in increasing order; returns n.
+fn number_roots(parent: &mut [u32]) -> usize {
     let mut count = 0u32;
     for p in 1..parent.len() {
         let up = parent[p];
@@ -400,9 +378,6 @@ fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
             parent[up as usize]
         };
     }
-    for l in out.iter_mut() {
-        *l = parent[*l as usize];
-    }
     count as usize
 }
 
@@ -410,43 +385,12 @@ fn relabel(parent: &mut [u32], out: &mut [u32]) -> usize {
 mod tests {
     use super::*;
 
-    /// The 2-D runs against the union with every neighbour, on random
-    /// masks of every density, both connectivities, and shapes with short
-    /// and long rows (runs that touch the row's ends included).
+    /// The runs against the union with every neighbour, on random masks of
+    /// every density, both connectivities, and shapes of one to three
+    /// axes with short and long rows (runs that touch the rows' ends, rows
+    /// of fewer than eight elements and of more).
     #[test]
-    fn runs_2d_match_the_plain_scan() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        for shape in [[2, 2], [3, 7], [7, 3], [9, 9], [2, 31], [17, 5]] {
-            let n: usize = shape.iter().product();
-            for connectivity in [Connectivity::Full, Connectivity::Face] {
-                for density in [0.1, 0.3, 0.5, 0.7, 0.9] {
-                    for _ in 0..40 {
-                        let mask: Vec<bool> = (0..n).map(|_| next() < density).collect();
-                        let mut runs = vec![0; n];
-                        let mut plain = vec![0; n];
-                        let count = label_2d(&mask, shape[0], shape[1], connectivity, &mut runs);
-                        let expected = label_any(&mask, &shape, connectivity, &mut plain);
-                        assert_eq!(
-                            (count, &runs),
-                            (expected, &plain),
-                            "{shape:?}, {connectivity:?}, {mask:?}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// The 3-D decision tree against the union with every neighbour, on
-    /// random masks of every density and shapes with short and long axes.
-    #[test]
-    fn decision_tree_3d_matches_the_plain_scan() {
+    fn runs_match_the_plain_scan() {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             state ^= state << 13;
@@ -454,23 +398,38 @@ mod tests {
             state ^= state << 17;
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
-        for shape in [
-            [2, 2, 2],
-            [3, 4, 5],
-            [4, 3, 6],
-            [5, 5, 5],
-            [2, 7, 3],
-            [6, 2, 9],
-        ] {
+        let shapes: [&[usize]; 12] = [
+            &[7],
+            &[37],
+            &[2, 2],
+            &[3, 7],
+            &[7, 3],
+            &[9, 19],
+            &[17, 5],
+            &[2, 2, 2],
+            &[3, 4, 5],
+            &[4, 3, 17],
+            &[5, 5, 5],
+            &[6, 2, 9],
+        ];
+        for shape in shapes {
             let n: usize = shape.iter().product();
-            for density in [0.1, 0.3, 0.5, 0.7, 0.9] {
-                for _ in 0..40 {
-                    let mask: Vec<bool> = (0..n).map(|_| next() < density).collect();
-                    let mut tree = vec![0; n];
-                    let mut plain = vec![0; n];
-                    let count = label_3d_full(&mask, shape, &mut tree);
-                    let expected = label_any(&mask, &shape, Connectivity::Full, &mut plain);
-                    assert_eq!((count, &tree), (expected, &plain), "{shape:?}, {mask:?}");
+            let mut padded = [1; 3];
+            padded[3 - shape.len()..].copy_from_slice(shape);
+            for connectivity in [Connectivity::Full, Connectivity::Face] {
+                for density in [0.1, 0.3, 0.5, 0.7, 0.9] {
+                    for _ in 0..30 {
+                        let mask: Vec<bool> = (0..n).map(|_| next() < density).collect();
+                        let mut runs = vec![0; n];
+                        let mut plain = vec![0; n];
+                        let count = label_runs(&mask, padded, connectivity, &mut runs);
+                        let expected = label_any(&mask, shape, connectivity, &mut plain);
+                        assert_eq!(
+                            (count, &runs),
+                            (expected, &plain),
+                            "{shape:?}, {connectivity:?}, {mask:?}"
+                        );
+                    }
                 }
             }
         }
