@@ -8,6 +8,12 @@
 //! label of their set, so each set's root is the label opened at the
 //! component's first element in row-major order; numbering the roots in
 //! increasing order therefore numbers components as SciPy does.
+//!
+//! Masks of up to three axes take the same scan a run of foreground at a
+//! time ([`label_runs`]): a run joins the runs it touches in the rows
+//! before it and opens a label when it touches none, which keeps both the
+//! smallest-root rule and the numbering; more axes take the scan element
+//! by element ([`label_any`]).
 
 use super::Connectivity;
 
