@@ -270,7 +270,10 @@ fn label_runs(
     let mut parent: Vec<u32> = vec![0];
     // Every row's runs, row after row: row `r`'s are
     // `all[starts[r]..starts[r + 1]]`. They serve the rows after, and the
-    // relabelling, which then rewrites the runs, not every element.
+    // relabelling, which then rewrites the runs, not every element. The
+    // cost is 12 bytes a run while the call lasts: at most 6 bytes an
+    // element (alternate elements set), 3 on a random mask of density 0.5,
+    // next to nothing on masks of blobs.
     let mut all: Vec<Run> = Vec::new();
     let mut starts = Vec::with_capacity(n0 * n1 + 1);
     starts.push(0);
