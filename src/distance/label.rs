@@ -246,8 +246,9 @@ type Run = (u32, u32, u32);
 /// row joins the runs it touches in the rows before it that hold backward
 /// neighbours (the row above, and with a plane before it the rows a plane
 /// back: the three around this one with full connectivity, the one
-/// straight back with face connectivity), and its elements take the
-/// union's label with one fill. A run above, `[a, b)`, touches `[s, e)`
+/// straight back with face connectivity), and keeps the union's label; at
+/// the end each run is filled with its component's number. A run above,
+/// `[a, b)`, touches `[s, e)`
 /// when they overlap, or with full connectivity also when one ends just
 /// before the other starts (diagonal neighbours). Each row's runs are
 /// sorted, so the touching runs of each neighbour row are found by walking
@@ -256,9 +257,9 @@ type Run = (u32, u32, u32);
 ///
 /// Provisional labels open in the order of the runs' starts. The run of a
 /// component's first element starts there and touches nothing labelled, so
-/// it opens the component's smallest label, and [`relabel`] numbers the
-/// components by their first elements, as the plain scan ([`label_any`])
-/// does.
+/// it opens the component's smallest label, and [`number_roots`] numbers
+/// the components by their first elements, as the plain scan
+/// ([`label_any`]) does.
 fn label_runs(
     mask: &[bool],
     [n0, n1, n2]: [usize; 3],
