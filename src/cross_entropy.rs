@@ -290,8 +290,7 @@ impl CrossEntropy {
                 // A local copy, stored back once per chunk (else every
                 // check loads and stores the closure's lanes: the
                 // gradient's stores might alias them).
-                let mut faults_here = faults_kept;
-                let faults = &mut faults_here;
+                let mut faults = faults_kept;
                 let mut a_sum = [A::zero(); L];
                 for (c, &wc) in class_weights_k.as_ref().iter().enumerate() {
                     let y = ch.y.get(c);
@@ -364,11 +363,10 @@ impl CrossEntropy {
                         *g.get(c) = v;
                     }
                 }
-                let faults = &mut faults_kept;
-                *faults = faults_here;
+                faults_kept = faults;
                 if ch.last {
                     *sum_out += sum.take();
-                    faults.none()
+                    faults_kept.none()
                 } else {
                     true
                 }
