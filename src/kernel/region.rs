@@ -357,14 +357,16 @@ fn softmax_sums_walk<A: Float, D: Dimension, Cs: Classes, const K: usize>(
     store: Option<&mut ArrayRef<A, D>>,
     term: impl Fn(A, A) -> [A; K],
 ) -> Result<(Vec<[f64; K]>, bool, bool)> {
-    let accepts = layout.activation.domain().thresholds::<A>();
     let mut out = vec![[0.0; K]; layout.count];
     let mut sm = Softmax::new(classes);
     // Per class, the lane sums of the `K` terms.
     let mut lane_sums = classes.store([LaneSum::new(); K]);
     let mut faults = Faults::new();
-    // Per lane, the targets neither 0 nor 1 (only counted with `store`).
-    let (mut soft, mut binary) = (Faults::new(), true);
+    // Per lane, the sum of `y·(1 - y)` over the tile: 0 when every target
+    // was 0 or 1 (only asked for with `store`). Every term is `≥ 0` for
+    // the elements the faults accept, and a sum of them is 0 only when
+    // all are (no positive `f32` or `f64` sum underflows to 0).
+    let (mut spread, mut binary) = ([A::zero(); L], true);
     let ok = softmax::walk(
         classes,
         input,
@@ -373,25 +375,42 @@ fn softmax_sums_walk<A: Float, D: Dimension, Cs: Classes, const K: usize>(
         store,
         #[inline(always)]
         |mut ch| {
-            // By value (see `sigmoid_sums_and_stage`).
-            let thresholds = accepts;
+            let (zero, one) = (A::zero(), A::one());
             // Validated first: the targets' loads then go out with the
-            // logits', not after the softmax (see `CrossEntropy`).
+            // logits', not after the softmax (see `CrossEntropy`). A logit
+            // must be finite and a target in [0, 1], where `t = y·(1 - y)`
+            // is `≥ 0`; `t` is 0 exactly on {0, 1} (see `Accepts::check`),
+            // so the same `t` says whether the targets fit the stage's
+            // signs.
+            let mut chunk_spread = [zero; L];
             for c in 0..classes.count() {
-                faults.check2(ch.x.get(c), ch.y.get(c), |x, y| thresholds.check(x, y));
+                let (x, y) = (ch.x.get(c), ch.y.get(c));
+                let mut t = [zero; L];
+                for k in 0..L {
+                    t[k] = y[k] * (one - y[k]);
+                }
+                faults.check2(x, &t, |x, t| finite(x) & (t >= zero));
+                for k in 0..L {
+                    chunk_spread[k] += t[k];
+                }
+            }
+            // Added once per chunk: `spread` lives in memory, and adding
+            // every class's `t` to it directly loads and stores it each
+            // time (a select into it, for a maximum, becomes a masked
+            // store).
+            for k in 0..L {
+                spread[k] += chunk_spread[k];
             }
             sm.compute_p(ch.x);
             let mut store = ch.g.take();
             for (c, sums) in lane_sums.as_mut().iter_mut().enumerate() {
                 let (p, y) = (sm.p(c), ch.y.get(c));
                 if let Some(g) = store.as_mut() {
-                    let (zero, one) = (A::zero(), A::one());
                     let mut v = [zero; L];
                     for k in 0..L {
                         v[k] = select(y[k] == one, -p[k], p[k]);
                     }
                     *g.get(c) = v;
-                    soft.check(y, |y| y == zero || y == one);
                 }
                 // One lane per term, written in one loop over the
                 // positions (vectorised across positions, not across the
@@ -414,7 +433,8 @@ fn softmax_sums_walk<A: Float, D: Dimension, Cs: Classes, const K: usize>(
                         add(&mut out[g], s);
                     }
                 }
-                binary &= soft.none();
+                binary &= spread.iter().all(|&s| s == zero);
+                spread = [zero; L];
                 faults.none()
             } else {
                 true
