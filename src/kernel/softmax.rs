@@ -97,9 +97,10 @@ impl Classes for usize {
 /// [`Classes`]: a [`Fixed`] for the common small counts (two to four
 /// classes: binary, and the three or four of most multi-class
 /// segmentation), else the `usize` itself. The body is compiled once per
-/// arm. With four classes fixed, cross-entropy's `loss_grad` takes 14.9
+/// arm. With four classes fixed, cross-entropy's `loss_grad` took 14.9
 /// instead of 18.3 instructions per element and multi-class Dice's 20.1
-/// instead of 23.2 (callgrind, 2^16 `f32` elements): the class loops run
+/// instead of 23.2 when this came in (callgrind, 2^16 `f32` elements;
+/// before [`Planes`] dropped most bounds checks): the class loops run
 /// to a constant bound (the short ones unroll), and the per-class lanes sit
 /// at fixed offsets instead of behind a `Vec`.
 macro_rules! with_classes {
@@ -166,10 +167,116 @@ pub(crate) fn dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// An operand's class planes in one sample: `classes` planes of `stride`
+/// values each at the start of `data` (checked once, when made), from
+/// which [`Planes::lanes`] makes the [`Lanes`] of a chunk.
+///
+/// Bounds are checked per sample and per chunk, not at every
+/// [`Lanes::get`]: a loss reads each lane several times a chunk, and a
+/// slice's bounds checks at every read cost cross-entropy's and
+/// multi-class Dice's `loss_grad` about a sixth of their instructions
+/// (callgrind, 2^16 `f32` elements, 4 classes; see BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+struct Planes<'a, A, K> {
+    data: &'a [A],
+    stride: usize,
+    classes: K,
+}
+
+/// Whether `count` planes of `stride` values fit in `len` values.
+#[inline(always)]
+fn planes_fit(len: usize, stride: usize, count: usize) -> bool {
+    count.checked_mul(stride).is_some_and(|n| n <= len)
+}
+
+/// Whether a lane of [`L`] values at `at` fits in a plane of `stride`.
+#[inline(always)]
+fn lane_fits(stride: usize, at: usize) -> bool {
+    stride.checked_sub(L).is_some_and(|last| at <= last)
+}
+
+impl<'a, A, K: Classes> Planes<'a, A, K> {
+    /// Panics unless the planes fit in `data`.
+    #[inline(always)]
+    fn new(data: &'a [A], stride: usize, classes: K) -> Self {
+        assert!(
+            planes_fit(data.len(), stride, classes.count()),
+            "planes out of bounds"
+        );
+        Self {
+            data,
+            stride,
+            classes,
+        }
+    }
+
+    /// The lanes at position `at`. Panics unless `at + L ≤ stride`.
+    #[inline(always)]
+    fn lanes(self, at: usize) -> Lanes<'a, A, K> {
+        assert!(lane_fits(self.stride, at), "lanes out of bounds");
+        Lanes {
+            data: self.data,
+            stride: self.stride,
+            at,
+            classes: self.classes,
+        }
+    }
+}
+
+/// As [`Planes`], writable: the gradient's.
+#[derive(Debug)]
+struct PlanesMut<'a, A, K> {
+    data: &'a mut [A],
+    stride: usize,
+    classes: K,
+}
+
+impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
+    /// As [`Planes::new`].
+    #[inline(always)]
+    fn new(data: &'a mut [A], stride: usize, classes: K) -> Self {
+        assert!(
+            planes_fit(data.len(), stride, classes.count()),
+            "planes out of bounds"
+        );
+        Self {
+            data,
+            stride,
+            classes,
+        }
+    }
+
+    /// As [`Planes::lanes`].
+    #[inline(always)]
+    fn lanes(&mut self, at: usize) -> LanesMut<'_, A, K> {
+        PlanesMut {
+            data: &mut *self.data,
+            stride: self.stride,
+            classes: self.classes,
+        }
+        .into_lanes(at)
+    }
+
+    /// As [`PlanesMut::lanes`], for the planes' whole borrow.
+    #[inline(always)]
+    fn into_lanes(self, at: usize) -> LanesMut<'a, A, K> {
+        assert!(lane_fits(self.stride, at), "lanes out of bounds");
+        LanesMut {
+            data: self.data,
+            stride: self.stride,
+            at,
+            classes: self.classes,
+        }
+    }
+}
+
 /// The lanes of one operand at a chunk of positions: lane `c` is class
 /// `c`, `L` values at a stride of `stride` per class. A view straight into
 /// the operand's planes (a full chunk) or into zero-padded scratch (the last,
-/// shorter chunk of a sample).
+/// shorter chunk of a sample). Made only by [`Planes::lanes`], so that
+/// every lane of a class below the count lies in `data`: the lane of class
+/// `c` starts at `o = c·stride + at`, and `o + L ≤ (c + 1)·stride ≤
+/// count·stride ≤ len`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lanes<'a, A, K> {
     data: &'a [A],
@@ -181,9 +288,14 @@ pub(crate) struct Lanes<'a, A, K> {
 impl<'a, A: Float, K: Classes> Lanes<'a, A, K> {
     /// The lane of class `c`.
     #[inline(always)]
+    #[allow(unsafe_code)]
     pub(crate) fn get(&self, c: usize) -> &'a Lane<A> {
+        assert!(c < self.classes.count(), "no such class");
         let o = c * self.stride + self.at;
-        self.data[o..o + L].try_into().expect("a lane is L values")
+        // SAFETY: `c < count`, so the `L` values from `o` lie in `data`
+        // (see the type's documentation). `[A; L]` has the alignment of
+        // `A`, and the borrow is `data`'s.
+        unsafe { &*self.data.as_ptr().add(o).cast::<Lane<A>>() }
     }
 
     /// The lanes of every class, in class order.
@@ -194,7 +306,8 @@ impl<'a, A: Float, K: Classes> Lanes<'a, A, K> {
     }
 }
 
-/// As [`Lanes`], writable: the gradient's lanes.
+/// As [`Lanes`], writable: the gradient's lanes, made only by
+/// [`PlanesMut::lanes`].
 #[derive(Debug)]
 pub(crate) struct LanesMut<'a, A, K> {
     data: &'a mut [A],
@@ -206,11 +319,13 @@ pub(crate) struct LanesMut<'a, A, K> {
 impl<A: Float, K: Classes> LanesMut<'_, A, K> {
     /// The lane of class `c`.
     #[inline(always)]
+    #[allow(unsafe_code)]
     pub(crate) fn get(&mut self, c: usize) -> &mut Lane<A> {
+        assert!(c < self.classes.count(), "no such class");
         let o = c * self.stride + self.at;
-        (&mut self.data[o..o + L])
-            .try_into()
-            .expect("a lane is L values")
+        // SAFETY: as in `Lanes::get`; the borrow is unique through
+        // `&mut self`.
+        unsafe { &mut *self.data.as_mut_ptr().add(o).cast::<Lane<A>>() }
     }
 
     /// The number of classes.
@@ -444,25 +559,19 @@ fn visit<A: Float, K: Classes, const R: usize>(
                 || {
                     let mut ok = true;
                     let mut pos = start;
-                    let view = |data, stride, at| Lanes {
-                        data,
-                        stride,
-                        at,
-                        classes,
-                    };
+                    let planes = |data| Planes::new(data, positions, classes);
+                    let (rp, wp) = (rn.map(planes), wn.map(planes));
+                    let mut gp = gn
+                        .as_deref_mut()
+                        .map(|g| PlanesMut::new(g, positions, classes));
                     while pos + L <= end {
                         ok &= f(Visit {
                             n,
                             len: L,
                             last: pos + L == end,
-                            reads: rn.map(|r| view(r, positions, pos)),
-                            w: wn.map(|wn| view(wn, positions, pos)),
-                            g: gn.as_deref_mut().map(|data| LanesMut {
-                                data,
-                                stride: positions,
-                                at: pos,
-                                classes,
-                            }),
+                            reads: rp.map(|r| r.lanes(pos)),
+                            w: wp.map(|w| w.lanes(pos)),
+                            g: gp.as_mut().map(|g| g.lanes(pos)),
                         });
                         pos += L;
                     }
@@ -481,14 +590,13 @@ fn visit<A: Float, K: Classes, const R: usize>(
                             n,
                             len,
                             last: true,
-                            reads: std::array::from_fn(|i| view(&rs[i], L, 0)),
-                            w: wn.map(|_| view(&ws, L, 0)),
-                            g: gn.as_ref().map(|_| LanesMut {
-                                data: &mut gs,
-                                stride: L,
-                                at: 0,
-                                classes,
+                            reads: std::array::from_fn(|i| {
+                                Planes::new(&rs[i], L, classes).lanes(0)
                             }),
+                            w: wn.map(|_| Planes::new(&ws, L, classes).lanes(0)),
+                            g: gn
+                                .as_ref()
+                                .map(|_| PlanesMut::new(&mut gs, L, classes).into_lanes(0)),
                         });
                         if let Some(gn) = gn.as_deref_mut() {
                             for (lane, plane) in
