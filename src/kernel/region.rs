@@ -21,8 +21,8 @@ use super::softmax::{
     self, Classes, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax, with_classes,
 };
 use super::{
-    CHUNK, ChunkedSum, Domain, RunSums, blocked_sum, blocked_sum_write, common_slices, finite,
-    grad_matches, staged_sum, zip_sum_write,
+    CHUNK, ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
+    run_sums, staged_sum, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -167,7 +167,7 @@ impl Layout {
 /// the activation. The slice path computes, for a chunk of elements at a
 /// time, `stage` (the sigmoid's `exp`; skipped without `STAGED`, where `p`
 /// must be `x`), then `p` with the validation, then the sums (by
-/// [`RunSums`]: fused with the rest, the sums were packed across
+/// [`run_sums`]: fused with the rest, the sums were packed across
 /// quantities into scalar code), each in a loop of its own: the `exp`'s
 /// chain and the division's then overlap over many elements (in-cache Dice
 /// on logits, pass 1: about a tenth faster; on probabilities, 1.27 against
@@ -189,7 +189,6 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
             #[inline(always)]
             |[x, y]| {
                 let mut buffer = [A::zero(); CHUNK];
-                let mut run_sums = RunSums::new(CHUNK);
                 let mut bad = 0u32;
                 let (sums, _) = staged_sum(
                     x,
@@ -205,7 +204,7 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                             *p = finish(x, s);
                             bad += u32::from(!thresholds.check(x, y));
                         }
-                        (run_sums.sums(p, y, term), true)
+                        (run_sums(p, y, term), true)
                     },
                 );
                 (sums, bad == 0)
@@ -216,14 +215,13 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
             slices,
             #[inline(always)]
             |[x, y]| {
-                let mut run_sums = RunSums::new(CHUNK);
                 let mut bad = 0u32;
                 let mut total = [0.0; K];
                 for (x, y) in x.chunks(CHUNK).zip(y.chunks(CHUNK)) {
                     for (&x, &y) in x.iter().zip(y) {
                         bad += u32::from(!accepts.check(x, y));
                     }
-                    add(&mut total, run_sums.sums(x, y, |x, y| term(p(x), y)));
+                    add(&mut total, run_sums(x, y, |x, y| term(p(x), y)));
                 }
                 (total, bad == 0)
             },
@@ -557,7 +555,6 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
         #[inline(always)]
         |[x, y], g| {
             let mut buffer = [A::zero(); CHUNK];
-            let mut run_sums = RunSums::new(CHUNK);
             let mut bad = 0u32;
             let (sums, _) = staged_sum(
                 x,
@@ -575,7 +572,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                         *g = select(x >= A::zero(), e, -e);
                         bad += u32::from(!thresholds.check(x, y));
                     }
-                    (run_sums.sums(p, y, &term), true)
+                    (run_sums(p, y, &term), true)
                 },
             );
             (sums, bad == 0)

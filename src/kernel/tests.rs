@@ -364,3 +364,39 @@ fn stages_and_recomputation_are_bit_identical() {
     sigmoid_stage_matches_recomputation::<f32>();
     sigmoid_stage_matches_recomputation::<f64>();
 }
+
+/// `run_sums` folds each quantity in `lanes_sum`'s order: the same bits as
+/// writing the terms to buffers and summing those, for every run length
+/// around the lane count and longer, in `f32` and `f64`, with one to three
+/// quantities.
+#[test]
+fn run_sums_match_buffered_lanes_sums() {
+    use super::{LANES, lanes_sum, run_sums};
+
+    fn check<A: Float>() {
+        for len in (0..=3 * LANES + 1).chain([100, 1023]) {
+            // Values in [0, 1] that no short pattern repeats.
+            let value = |i: usize, k: f64| A::from_f64(0.5 + 0.5 * (k * i as f64 + 0.3).sin());
+            let p: Vec<A> = (0..len).map(|i| value(i, 1.7)).collect();
+            let y: Vec<A> = (0..len).map(|i| value(i, 0.37)).collect();
+            let buffered = |q: usize, term: &dyn Fn(A, A) -> [A; 3]| {
+                let terms: Vec<A> = p.iter().zip(&y).map(|(&p, &y)| term(p, y)[q]).collect();
+                lanes_sum(&terms).to_bits()
+            };
+            let term = |p: A, y: A| [p * y, p * p + y, y * y - p];
+            let three = run_sums(&p, &y, term);
+            for (q, sum) in three.iter().enumerate() {
+                assert_eq!(sum.to_bits(), buffered(q, &term), "len {len}, quantity {q}");
+            }
+            let [one] = run_sums(&p, &y, |p, y| [p * y]);
+            assert_eq!(one.to_bits(), three[0].to_bits(), "len {len}");
+            let [a, b] = run_sums(&p, &y, |p, y| [p * p + y, y * y - p]);
+            assert_eq!(
+                [a.to_bits(), b.to_bits()],
+                [three[1].to_bits(), three[2].to_bits()]
+            );
+        }
+    }
+    check::<f32>();
+    check::<f64>();
+}
