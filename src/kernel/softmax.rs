@@ -183,26 +183,30 @@ struct Planes<'a, A, K> {
     classes: K,
 }
 
-/// Whether `count` planes of `stride` values fit in `len` values.
+/// Panics unless `count` planes of `stride` values fit in `len` values.
 #[inline(always)]
-fn planes_fit(len: usize, stride: usize, count: usize) -> bool {
-    count.checked_mul(stride).is_some_and(|n| n <= len)
+fn assert_planes_fit(len: usize, stride: usize, count: usize) {
+    assert!(
+        count.checked_mul(stride).is_some_and(|n| n <= len),
+        "planes out of bounds"
+    );
 }
 
-/// Whether a lane of [`L`] values at `at` fits in a plane of `stride`.
+/// Panics unless a lane of [`L`] values at `at` fits in a plane of
+/// `stride`.
 #[inline(always)]
-fn lane_fits(stride: usize, at: usize) -> bool {
-    stride.checked_sub(L).is_some_and(|last| at <= last)
+fn assert_lane_fits(stride: usize, at: usize) {
+    assert!(
+        stride.checked_sub(L).is_some_and(|last| at <= last),
+        "lanes out of bounds"
+    );
 }
 
 impl<'a, A, K: Classes> Planes<'a, A, K> {
     /// Panics unless the planes fit in `data`.
     #[inline(always)]
     fn new(data: &'a [A], stride: usize, classes: K) -> Self {
-        assert!(
-            planes_fit(data.len(), stride, classes.count()),
-            "planes out of bounds"
-        );
+        assert_planes_fit(data.len(), stride, classes.count());
         Self {
             data,
             stride,
@@ -213,7 +217,7 @@ impl<'a, A, K: Classes> Planes<'a, A, K> {
     /// The lanes at position `at`. Panics unless `at + L ≤ stride`.
     #[inline(always)]
     fn lanes(self, at: usize) -> Lanes<'a, A, K> {
-        assert!(lane_fits(self.stride, at), "lanes out of bounds");
+        assert_lane_fits(self.stride, at);
         Lanes {
             data: self.data,
             stride: self.stride,
@@ -235,10 +239,7 @@ impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
     /// As [`Planes::new`].
     #[inline(always)]
     fn new(data: &'a mut [A], stride: usize, classes: K) -> Self {
-        assert!(
-            planes_fit(data.len(), stride, classes.count()),
-            "planes out of bounds"
-        );
+        assert_planes_fit(data.len(), stride, classes.count());
         Self {
             data,
             stride,
@@ -260,7 +261,7 @@ impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
     /// As [`PlanesMut::lanes`], for the planes' whole borrow.
     #[inline(always)]
     fn into_lanes(self, at: usize) -> LanesMut<'a, A, K> {
-        assert!(lane_fits(self.stride, at), "lanes out of bounds");
+        assert_lane_fits(self.stride, at);
         LanesMut {
             data: self.data,
             stride: self.stride,
