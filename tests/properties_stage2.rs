@@ -1,9 +1,10 @@
 //! Property tests of the second-stage losses: analytic gradients against
 //! central finite differences (in f64, including softmax logits of ±1e3),
-//! f32 against f64, no panic on arbitrary input, and one test per kind of
-//! bad input.
+//! the softmax walk on larger planes against the plain definition, f32
+//! against f64, no panic on arbitrary input, and one test per kind of bad
+//! input.
 
-use ndarray::{Array, ArrayD, IxDyn};
+use ndarray::{Array, ArrayD, Dimension, IxDyn};
 use proptest::prelude::*;
 use segloss::{
     BinaryCrossEntropy, BoundaryLoss, Combo, CrossEntropy, DiceLoss, Error, FocalLoss,
@@ -123,6 +124,74 @@ fn dice_from(
         dice.class_weights((0..kept).map(|k| 0.5 + k as f64).collect::<Vec<_>>())
     } else {
         dice
+    }
+}
+
+/// Cross-entropy (mean over positions) and its gradient from the
+/// definition, position by position: the reference for the chunked walk.
+fn plain_cross_entropy(x: &ArrayD<f64>, y: &ArrayD<f64>) -> (f64, ArrayD<f64>) {
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let positions = x.len() / (n * c).max(1);
+    let (xs, ys) = (
+        x.as_standard_layout().iter().copied().collect::<Vec<_>>(),
+        y.as_standard_layout().iter().copied().collect::<Vec<_>>(),
+    );
+    let mut grad = vec![0.0; xs.len()];
+    let mut total = 0.0;
+    for s in 0..n {
+        for q in 0..positions {
+            let at = |k: usize| (s * c + k) * positions + q;
+            let max = (0..c).map(|k| xs[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..c).map(|k| (xs[at(k)] - max).exp()).sum();
+            let lse = max + sum.ln();
+            for k in 0..c {
+                total += ys[at(k)] * (lse - xs[at(k)]);
+                grad[at(k)] = ((xs[at(k)] - lse).exp() - ys[at(k)]) / (n * positions) as f64;
+            }
+        }
+    }
+    let grad = ArrayD::from_shape_vec(IxDyn(x.shape()), grad).unwrap();
+    (total / (n * positions) as f64, grad)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The softmax walk over shapes whose planes hold from one position
+    /// (short chunks only) to several tiles of them, with one to six
+    /// classes (fixed and run-time counts), in standard and transposed
+    /// layouts: every lane reaches the loss at its place, and no bounds
+    /// check of the walk fires.
+    #[test]
+    fn softmax_walk_matches_the_plain_definition(
+        (n, c, h, w) in (1usize..=3, 1usize..=6, 1usize..=40, 1usize..=30),
+        seed in 0u64..1000,
+        transposed in any::<bool>(),
+    ) {
+        let value = |i: &[usize], k: f64| (i.iter().fold(seed as f64, |a, &v| a * 7.3 + v as f64) * k).sin();
+        let mut x = ArrayD::from_shape_fn(IxDyn(&[n, c, h, w]), |i| 4.0 * value(i.slice(), 0.71));
+        let labels = ArrayD::from_shape_fn(IxDyn(&[n, h, w]), |i| {
+            ((value(i.slice(), 1.37) + 1.0) * 0.5 * c as f64) as u32 % c as u32
+        });
+        let mut y = one_hot::<f64, _>(&labels, c).unwrap();
+        if transposed {
+            x = x.reversed_axes().as_standard_layout().into_owned().reversed_axes();
+            y = y.reversed_axes().as_standard_layout().into_owned().reversed_axes();
+        }
+        let (expected, expected_grad) = plain_cross_entropy(&x, &y);
+        let (loss, grad) = CrossEntropy::new().loss_and_grad(&x, &y).unwrap();
+        prop_assert!((loss - expected).abs() <= 1e-12 * expected.abs().max(1.0), "{loss} vs {expected}");
+        for (g, e) in grad.iter().zip(expected_grad.iter()) {
+            prop_assert!((g - e).abs() <= 1e-14, "{g} vs {e}");
+        }
+        // Multi-class Dice reads the same lanes through both of its passes.
+        let dice = DiceLoss::new().input(Input::SoftmaxLogits).per_class(true);
+        let (d, dg) = dice.loss_and_grad(&x, &y).unwrap();
+        let (d_std, dg_std) = dice
+            .loss_and_grad(&x.as_standard_layout().into_owned(), &y.as_standard_layout().into_owned())
+            .unwrap();
+        prop_assert_eq!(d, d_std);
+        prop_assert!(dg.iter().zip(dg_std.iter()).all(|(a, b)| a == b));
     }
 }
 
