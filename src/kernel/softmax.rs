@@ -168,8 +168,9 @@ pub(crate) fn dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
 }
 
 /// An operand's class planes in one sample: `classes` planes of `stride`
-/// values each at the start of `data` (checked once, when made), from
-/// which [`Planes::lanes`] makes the [`Lanes`] of a chunk.
+/// values each at the start of `data` (`&[A]`, or `&mut [A]` for the
+/// gradient; checked once, when made), from which `lanes` makes the
+/// [`Lanes`] or [`LanesMut`] of a chunk.
 ///
 /// Bounds are checked per sample and per chunk, not at every
 /// [`Lanes::get`]: a loss reads each lane several times a chunk, and a
@@ -177,19 +178,10 @@ pub(crate) fn dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
 /// multi-class Dice's `loss_grad` about a sixth of their instructions
 /// (callgrind, 2^16 `f32` elements, 4 classes; see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
-struct Planes<'a, A, K> {
-    data: &'a [A],
+struct Planes<S, K> {
+    data: S,
     stride: usize,
     classes: K,
-}
-
-/// Panics unless `count` planes of `stride` values fit in `len` values.
-#[inline(always)]
-fn assert_planes_fit(len: usize, stride: usize, count: usize) {
-    assert!(
-        count.checked_mul(stride).is_some_and(|n| n <= len),
-        "planes out of bounds"
-    );
 }
 
 /// Panics unless a lane of [`L`] values at `at` fits in a plane of
@@ -202,18 +194,26 @@ fn assert_lane_fits(stride: usize, at: usize) {
     );
 }
 
-impl<'a, A, K: Classes> Planes<'a, A, K> {
+impl<A, S: std::ops::Deref<Target = [A]>, K: Classes> Planes<S, K> {
     /// Panics unless the planes fit in `data`.
     #[inline(always)]
-    fn new(data: &'a [A], stride: usize, classes: K) -> Self {
-        assert_planes_fit(data.len(), stride, classes.count());
+    fn new(data: S, stride: usize, classes: K) -> Self {
+        assert!(
+            classes
+                .count()
+                .checked_mul(stride)
+                .is_some_and(|n| n <= data.len()),
+            "planes out of bounds"
+        );
         Self {
             data,
             stride,
             classes,
         }
     }
+}
 
+impl<'a, A, K: Classes> Planes<&'a [A], K> {
     /// The lanes at position `at`. Panics unless `at + L ≤ stride`.
     #[inline(always)]
     fn lanes(self, at: usize) -> Lanes<'a, A, K> {
@@ -227,30 +227,12 @@ impl<'a, A, K: Classes> Planes<'a, A, K> {
     }
 }
 
-/// As [`Planes`], writable: the gradient's.
-#[derive(Debug)]
-struct PlanesMut<'a, A, K> {
-    data: &'a mut [A],
-    stride: usize,
-    classes: K,
-}
-
-impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
-    /// As [`Planes::new`].
-    #[inline(always)]
-    fn new(data: &'a mut [A], stride: usize, classes: K) -> Self {
-        assert_planes_fit(data.len(), stride, classes.count());
-        Self {
-            data,
-            stride,
-            classes,
-        }
-    }
-
-    /// As [`Planes::lanes`].
+impl<'a, A, K: Classes> Planes<&'a mut [A], K> {
+    /// The writable lanes at position `at`. Panics unless `at + L ≤
+    /// stride`.
     #[inline(always)]
     fn lanes(&mut self, at: usize) -> LanesMut<'_, A, K> {
-        PlanesMut {
+        Planes {
             data: &mut *self.data,
             stride: self.stride,
             classes: self.classes,
@@ -258,7 +240,7 @@ impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
         .into_lanes(at)
     }
 
-    /// As [`PlanesMut::lanes`], for the planes' whole borrow.
+    /// As `lanes`, for the planes' whole borrow.
     #[inline(always)]
     fn into_lanes(self, at: usize) -> LanesMut<'a, A, K> {
         assert_lane_fits(self.stride, at);
@@ -274,7 +256,7 @@ impl<'a, A, K: Classes> PlanesMut<'a, A, K> {
 /// The lanes of one operand at a chunk of positions: lane `c` is class
 /// `c`, `L` values at a stride of `stride` per class. A view straight into
 /// the operand's planes (a full chunk) or into zero-padded scratch (the last,
-/// shorter chunk of a sample). Made only by [`Planes::lanes`], so that
+/// shorter chunk of a sample). Made only by `Planes::lanes`, so that
 /// every lane of a class below the count lies in `data`: the lane of class
 /// `c` starts at `o = c·stride + at`, and `o + L ≤ (c + 1)·stride ≤
 /// count·stride ≤ len`.
@@ -308,7 +290,7 @@ impl<'a, A: Float, K: Classes> Lanes<'a, A, K> {
 }
 
 /// As [`Lanes`], writable: the gradient's lanes, made only by
-/// [`PlanesMut::lanes`].
+/// `Planes::lanes` and `Planes::into_lanes` over `&mut [A]`.
 #[derive(Debug)]
 pub(crate) struct LanesMut<'a, A, K> {
     data: &'a mut [A],
@@ -564,7 +546,7 @@ fn visit<A: Float, K: Classes, const R: usize>(
                     let (rp, wp) = (rn.map(planes), wn.map(planes));
                     let mut gp = gn
                         .as_deref_mut()
-                        .map(|g| PlanesMut::new(g, positions, classes));
+                        .map(|g| Planes::new(g, positions, classes));
                     while pos + L <= end {
                         ok &= f(Visit {
                             n,
@@ -592,12 +574,12 @@ fn visit<A: Float, K: Classes, const R: usize>(
                             len,
                             last: true,
                             reads: std::array::from_fn(|i| {
-                                Planes::new(&rs[i], L, classes).lanes(0)
+                                Planes::new(&rs[i][..], L, classes).lanes(0)
                             }),
-                            w: wn.map(|_| Planes::new(&ws, L, classes).lanes(0)),
+                            w: wn.map(|_| Planes::new(&ws[..], L, classes).lanes(0)),
                             g: gn
                                 .as_ref()
-                                .map(|_| PlanesMut::new(&mut gs, L, classes).into_lanes(0)),
+                                .map(|_| Planes::new(&mut gs[..], L, classes).into_lanes(0)),
                         });
                         if let Some(gn) = gn.as_deref_mut() {
                             for (lane, plane) in
