@@ -174,7 +174,7 @@ fn bench_group<A: Float>(
     });
     // The softmax losses: 4 classes on axis 1, the same element count.
     let (class_logits, class_target) = class_data::<A>(class_shape);
-    let mut class_grad = Array4::<A>::zeros(class_shape);
+    let mut class_grad = segloss::alloc::zeros::<A, _>(class_shape);
     bench_loss(
         &mut group,
         "ce_4class",

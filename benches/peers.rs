@@ -216,17 +216,18 @@ fn unet_case(dir: &Path, name: &str, mask: &Array<bool, Ix2>) -> Value {
 /// then the probabilities (not needed here: skipped), then the targets.
 fn loss_inputs() -> (Array4<f32>, Array4<f32>) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let logits = Array::from_shape_simple_fn(LOSS_SHAPE, || (16.0 * rng.uniform() - 8.0) as f32);
+    // On huge pages from 4 MiB, as NumPy allocates the peers' copies.
+    let mut logits = segloss::alloc::zeros(LOSS_SHAPE);
+    logits
+        .iter_mut()
+        .for_each(|v| *v = (16.0 * rng.uniform() - 8.0) as f32);
     for _ in 0..logits.len() {
         rng.uniform();
     }
-    let target =
-        Array::from_shape_simple_fn(
-            LOSS_SHAPE,
-            || {
-                if rng.uniform() < 0.3 { 1.0_f32 } else { 0.0 }
-            },
-        );
+    let mut target = segloss::alloc::zeros(LOSS_SHAPE);
+    target
+        .iter_mut()
+        .for_each(|v| *v = if rng.uniform() < 0.3 { 1.0_f32 } else { 0.0 });
     (logits, target)
 }
 
@@ -238,7 +239,7 @@ fn loss_case<L: Loss<f32>>(
     logits: &Array4<f32>,
     target: &Array4<f32>,
 ) -> Vec<Value> {
-    let mut grad = Array4::<f32>::zeros(logits.raw_dim());
+    let mut grad = segloss::alloc::zeros::<f32, _>(logits.raw_dim());
     let (value, time) = measure(|| {
         loss.loss_grad(black_box(logits), black_box(target), &mut grad)
             .unwrap()

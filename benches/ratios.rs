@@ -77,18 +77,39 @@ fn main() {
         grad,
     } = Data::<f32>::new(SHAPE);
     let (class_logits, class_target) = class_data::<f32>(CLASS_SHAPE);
-    let slice = |a: &Array4<f32>| a.as_slice().expect("standard layout").to_vec();
+    fn slice(a: &Array4<f32>) -> &[f32] {
+        a.as_slice().expect("standard layout")
+    }
     let (x, y, w) = (slice(&logits), slice(&target), slice(&weights));
     // The floors write to their own buffers; each loss writes to its own
     // gradient, as it would in a training step.
-    let floor_out = std::cell::RefCell::new(vec![0.0f32; x.len()]);
+    let floor_out = std::cell::RefCell::new(segloss::alloc::zeros::<f32, _>(x.len()));
     let grad = std::cell::RefCell::new(grad);
-    let class_grad = std::cell::RefCell::new(Array4::<f32>::zeros(CLASS_SHAPE));
+    let class_grad = std::cell::RefCell::new(segloss::alloc::zeros::<f32, _>(CLASS_SHAPE));
 
-    let read = || floor_read(&x, &y);
-    let read_write = || floor_read_write(&x, &y, &mut floor_out.borrow_mut());
-    let read3 = || floor_read3(&x, &y, &w);
-    let read3_write = || floor_read3_write(&x, &y, &w, &mut floor_out.borrow_mut());
+    let read = || floor_read(x, y);
+    let read_write = || {
+        floor_read_write(
+            x,
+            y,
+            floor_out
+                .borrow_mut()
+                .as_slice_mut()
+                .expect("standard layout"),
+        )
+    };
+    let read3 = || floor_read3(x, y, w);
+    let read3_write = || {
+        floor_read3_write(
+            x,
+            y,
+            w,
+            floor_out
+                .borrow_mut()
+                .as_slice_mut()
+                .expect("standard layout"),
+        )
+    };
 
     let bce = BinaryCrossEntropy::new();
     let wbce = BinaryCrossEntropy::new().pos_weight(3.0);

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-mod alloc;
+pub mod alloc;
 mod bce;
 mod boundary;
 mod combo;

@@ -1,5 +1,10 @@
 //! What the loss benches share: deterministic inputs and the floor kernels
 //! (see `losses.rs`).
+//!
+//! Every array is allocated by `segloss::alloc::zeros`, on transparent huge
+//! pages from 4 MiB, as NumPy allocates the peers' inputs (see
+//! `benches/peers`): the losses, their floors and the peers then read and
+//! write memory backed alike.
 
 use ndarray::{Array, Array4};
 use segloss::Float;
@@ -20,9 +25,13 @@ impl Rng {
         bits as f64 / (1u64 << 53) as f64
     }
 
-    /// An array of the given shape filled with `f(uniform)`.
+    /// An array of the given shape filled with `f(uniform)`, in memory
+    /// order.
     fn array<A: Float>(&mut self, shape: [usize; 4], f: impl Fn(f64) -> f64) -> Array4<A> {
-        Array::from_shape_simple_fn(shape, || A::from_f64(f(self.next_f64())))
+        let mut a = segloss::alloc::zeros(shape);
+        a.iter_mut()
+            .for_each(|v| *v = A::from_f64(f(self.next_f64())));
+        a
     }
 }
 
@@ -106,7 +115,7 @@ impl<A: Float> Data<A> {
             probabilities: rng.array(shape, |u| u),
             target: rng.array(shape, |u| if u < 0.3 { 1.0 } else { 0.0 }),
             weights: rng.array(shape, |u| 1.0 + 10.0 * u),
-            grad: Array4::zeros(shape),
+            grad: segloss::alloc::zeros(shape),
         }
     }
 }
@@ -120,12 +129,11 @@ pub fn class_data<A: Float>(shape: [usize; 4]) -> (Array4<A>, Array4<A>) {
     let labels = Array::from_shape_simple_fn((n, h, w), || {
         ((rng.next_f64() * c as f64) as usize).min(c - 1)
     });
-    let target = Array4::from_shape_fn(shape, |(n, k, i, j)| {
+    let mut target = segloss::alloc::zeros(shape);
+    for ((n, k, i, j), t) in target.indexed_iter_mut() {
         if labels[[n, i, j]] == k {
-            A::one()
-        } else {
-            A::zero()
+            *t = A::one();
         }
-    });
+    }
     (logits, target)
 }
