@@ -272,13 +272,16 @@ impl DiceLoss {
         // One loop per exponent: the match on γ is outside the loops.
         let l = &layout;
         let (sums, stage) = match Power::<A>::new(self.gamma) {
-            Power::One => region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p, y]),
+            // The last argument: whether pass 2's `∂L/∂p` reads `p`.
+            Power::One => {
+                region::sums_for_grad(l, input, target, grad, false, |p, y| [p * y, p, y])
+            }
             Power::Two => {
-                region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p * p, y * y])
+                region::sums_for_grad(l, input, target, grad, true, |p, y| [p * y, p * p, y * y])
             }
-            Power::Other(g) => {
-                region::sums_for_grad(l, input, target, grad, |p, y| [p * y, p.powf(g), y.powf(g)])
-            }
+            Power::Other(g) => region::sums_for_grad(l, input, target, grad, true, |p, y| {
+                [p * y, p.powf(g), y.powf(g)]
+            }),
         }?;
         let groups = sums.len() as f64;
         let mut total = 0.0;

@@ -197,7 +197,8 @@ impl TverskyLoss {
             background: self.include_background,
         };
         let layout = Layout::new(groups, Activation::of(self.input), input, target)?;
-        let (sums, stage) = region::sums_for_grad(&layout, input, target, grad, |p, g| {
+        // `false`: pass 2's `∂L/∂p` does not read `p`.
+        let (sums, stage) = region::sums_for_grad(&layout, input, target, grad, false, |p, g| {
             let tp = p * g;
             [tp, p - tp, g - tp]
         })?;

@@ -119,6 +119,22 @@ pub(crate) fn blocked_sum_write<A: Float, const K: usize, const N: usize>(
     out: &mut [A],
     block: impl Fn([&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
 ) -> ([f64; K], bool) {
+    blocked_sum_write_at(
+        inputs,
+        out,
+        #[inline(always)]
+        |_, inputs, out| block(inputs, out),
+    )
+}
+
+/// As [`blocked_sum_write`], telling `block` the index of its block (for
+/// a pass that keeps something per block).
+#[inline(always)]
+pub(crate) fn blocked_sum_write_at<A: Float, const K: usize, const N: usize>(
+    inputs: [&[A]; N],
+    out: &mut [A],
+    block: impl Fn(usize, [&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
+) -> ([f64; K], bool) {
     let n = inputs
         .iter()
         .map(|s| s.len())
@@ -130,7 +146,7 @@ pub(crate) fn blocked_sum_write<A: Float, const K: usize, const N: usize>(
         let range = b * BLOCK..b * BLOCK + out.len();
         dispatch::run(
             #[inline(always)]
-            || block(inputs.map(|s| &s[range.clone()]), out),
+            || block(b, inputs.map(|s| &s[range.clone()]), out),
         )
     };
     #[cfg(feature = "rayon")]

@@ -14,6 +14,8 @@
 //! `(sample, class)` cells) as contiguous runs; the softmax walks positions
 //! in the chunks of [`super::softmax`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
 use super::math::{Logistic, select};
@@ -21,8 +23,8 @@ use super::softmax::{
     self, Classes, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax, with_classes,
 };
 use super::{
-    CHUNK, ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
-    run_sums, staged_sum, zip_sum_write,
+    BLOCK, CHUNK, ChunkedSum, Domain, blocked_sum, blocked_sum_write, blocked_sum_write_at,
+    common_slices, finite, grad_matches, run_sums, staged_sum, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -464,15 +466,18 @@ pub(crate) struct Evaluated<A, C> {
 }
 
 /// Pass 1 of `loss_grad`: [`sums_and_stage`] into `grad` where it applies
-/// (then with what it left there), else [`sums`].
+/// (then with what it left there), else [`sums`]. `dp_reads_p` says
+/// whether the loss's `∂L/∂p` (the `dp` of pass 2) depends on `p`; where
+/// it does not, the sigmoid's stage can leave pass 2 less to read.
 pub(crate) fn sums_for_grad<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: Option<&mut ArrayRef<A, D>>,
+    dp_reads_p: bool,
     term: impl Fn(A, A) -> [A; K] + Sync + Copy,
 ) -> Result<(Vec<[f64; K]>, Option<Stage>)> {
-    match grad.and_then(|g| sums_and_stage(layout, input, target, g, term)) {
+    match grad.and_then(|g| sums_and_stage(layout, input, target, g, dp_reads_p, term)) {
         Some(staged) => staged.map(|(sums, stage)| (sums, Some(stage))),
         None => sums(layout, input, target, term).map(|sums| (sums, None)),
     }
@@ -497,10 +502,17 @@ pub(crate) fn write_grad_after<A: Float, D: Dimension, C: Sync>(
 
 /// What [`sums_and_stage`] left in the gradient for
 /// [`write_grad_from_stage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// Each element's `e^-|x|` with the sign of `x`.
-    Logistic,
+    /// Per block of the blocked sums ([`super::BLOCK`] elements), what its
+    /// elements hold:
+    /// - `false`: `e^-|x|` with the sign of `x`;
+    /// - `true` (every target of the block is 0 or 1, and `∂L/∂p` does not
+    ///   depend on `p`): `σ(x)·σ(-x)`, negated where the target is 1 (`-0`
+    ///   for a product of 0). Pass 2 then reads neither the input nor the
+    ///   target, and divides nothing: it scales each element by its
+    ///   target's `∂L/∂p`.
+    Logistic { target_signs: Vec<bool> },
     /// `p`, negated where the target is 1 (`-0` for a `p` of 0). When
     /// `binary` (every target is 0 or 1) those signs are the targets, and
     /// pass 2 does not read them: it then moves as much memory as
@@ -512,8 +524,10 @@ pub(crate) enum Stage {
 /// be) what pass 2 needs of the input, for [`write_grad_from_stage`]: pass
 /// 2 then neither reads the input nor recomputes the `exp`s. For the
 /// softmax that is `p` ([`Stage::Softmax`]), when `scratch` is in standard
-/// layout; for the sigmoid, `e^-|x|` ([`Stage::Logistic`]), when the
-/// layout has one group and the three arrays one memory order. `None` (and
+/// layout; for the sigmoid, `e^-|x|` or, where `∂L/∂p` does not read `p`
+/// (`!dp_reads_p`) and the targets are 0 or 1, `σ(x)·σ(-x)`
+/// ([`Stage::Logistic`]), when the layout has one group and the three
+/// arrays one memory order. `None` (and
 /// `scratch` untouched) where it does not apply: the caller then takes
 /// [`sums`] and [`write_grad`].
 fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
@@ -521,6 +535,7 @@ fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     scratch: &mut ArrayRef<A, D>,
+    dp_reads_p: bool,
     term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Option<Result<(Vec<[f64; K]>, Stage)>> {
     match layout.activation {
@@ -528,20 +543,26 @@ fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
             softmax_sums(layout, input, target, Some(scratch), term)
                 .map(|(sums, binary)| (sums, Stage::Softmax { binary })),
         ),
-        Activation::Sigmoid => sigmoid_sums_and_stage(layout, input, target, scratch, term)
-            .map(|sums| sums.map(|sums| (sums, Stage::Logistic))),
+        Activation::Sigmoid => {
+            sigmoid_sums_and_stage(layout, input, target, scratch, !dp_reads_p, term)
+        }
         _ => None,
     }
 }
 
-/// [`sums_and_stage`] for the sigmoid.
+/// [`sums_and_stage`] for the sigmoid, with the format of
+/// [`Stage::Logistic`] for each block. A block starts in the target-sign
+/// format where `signs` allows it, and at its first target other than 0
+/// or 1 writes what it had staged again in the `e^-|x|` format and keeps
+/// to that.
 fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     scratch: &mut ArrayRef<A, D>,
+    signs: bool,
     term: impl Fn(A, A) -> [A; K] + Sync,
-) -> Option<Result<Vec<[f64; K]>>> {
+) -> Option<Result<(Vec<[f64; K]>, Stage)>> {
     if layout.groups.by_class() || layout.groups.per_sample || !grad_matches(scratch, input) {
         return None;
     }
@@ -549,15 +570,19 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     let g = scratch.as_slice_memory_order_mut()?;
     let domain = layout.activation.domain();
     let accepts = domain.thresholds::<A>();
-    let (sums, ok) = blocked_sum_write(
+    let formats: Vec<AtomicBool> = (0..g.len().div_ceil(BLOCK))
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let (sums, ok) = blocked_sum_write_at(
         slices,
         g,
         #[inline(always)]
-        |[x, y], g| {
+        |b, [xb, yb], gb| {
             let mut buffer = [A::zero(); CHUNK];
             let mut bad = 0u32;
+            let mut signs = signs;
             let (sums, _) = staged_sum(
-                x,
+                xb,
                 Logistic::stage,
                 #[inline(always)]
                 |r, e| {
@@ -565,21 +590,47 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                     // thresholds were loaded again for every element (the
                     // stores to `g` might alias them).
                     let thresholds = accepts;
-                    let (x, y, g) = (&x[r.clone()], &y[r.clone()], &mut g[r]);
+                    let (x, y, g) = (&xb[r.clone()], &yb[r.clone()], &mut gb[r.clone()]);
                     let p = &mut buffer[..e.len()];
-                    for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
-                        *p = Logistic::sigmoid_from_stage(x, e);
-                        *g = select(x >= A::zero(), e, -e);
-                        bad += u32::from(!thresholds.check(x, y));
+                    let (zero, one) = (A::zero(), A::one());
+                    if signs {
+                        let mut soft = 0u32;
+                        for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
+                            // `Logistic::sigmoid_from_stage`, and the
+                            // product `σ(x)·σ(-x)` of `write_grad`.
+                            let inv = one / (one + e);
+                            let small = e * inv;
+                            *p = select(x >= zero, inv, small);
+                            let d = inv * small;
+                            *g = select(y == one, -d, d);
+                            soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
+                            bad += u32::from(!thresholds.check(x, y));
+                        }
+                        if soft != 0 {
+                            signs = false;
+                            let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
+                            for (g, &x) in g.iter_mut().zip(x) {
+                                let e = Logistic::stage(x);
+                                *g = select(x >= zero, e, -e);
+                            }
+                        }
+                    } else {
+                        for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
+                            *p = Logistic::sigmoid_from_stage(x, e);
+                            *g = select(x >= zero, e, -e);
+                            bad += u32::from(!thresholds.check(x, y));
+                        }
                     }
                     (run_sums(p, y, &term), true)
                 },
             );
+            formats[b].store(signs, Ordering::Relaxed);
             (sums, bad == 0)
         },
     );
+    let target_signs = formats.into_iter().map(AtomicBool::into_inner).collect();
     Some(if ok {
-        Ok(vec![sums])
+        Ok((vec![sums], Stage::Logistic { target_signs }))
     } else {
         Err(sums_fault(domain, input, target))
     })
@@ -617,13 +668,19 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
                 Err(grad_fault())
             }
         }
-        Stage::Logistic => sigmoid_grad_from_stage(target, grad, &coefficients[0], dp),
+        Stage::Logistic { target_signs } => {
+            sigmoid_grad_from_stage(&target_signs, target, grad, &coefficients[0], dp)
+        }
     }
 }
 
 /// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
-/// element `±e^-|x|` with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`.
+/// element with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`, from `±e^-|x|` or,
+/// in the blocks where `target_signs` says so, from `±σ(x)·σ(-x)` (see
+/// [`Stage::Logistic`]; `dp` is then given a NaN for `σ(x)`, which it
+/// does not read).
 fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
+    target_signs: &[bool],
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficient: &C,
@@ -636,23 +693,41 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     let (Some([y]), Some(g)) = (common_slices([target]), grad.as_slice_memory_order_mut()) else {
         return Err(fault);
     };
-    let ([], ok) = blocked_sum_write(
+    if target_signs.len() != g.len().div_ceil(BLOCK) {
+        return Err(fault);
+    }
+    let ([], ok) = blocked_sum_write_at(
         [y],
         g,
         #[inline(always)]
-        |[y], g| {
-            let one = A::one();
+        |b, [y], g| {
+            let (zero, one) = (A::zero(), A::one());
             let mut bad = 0u32;
-            for (g, &y) in g.iter_mut().zip(y) {
-                // As `Logistic::from_stage`, the sign of `x` from the stage's.
-                let e = g.abs();
-                let inv = one / (one + e);
-                let small = e * inv;
-                let negative = g.is_sign_negative();
-                let (sigma, sigma_c) = (select(negative, small, inv), select(negative, inv, small));
-                let d = dp(sigma, y, coefficient) * (sigma * sigma_c);
-                *g = d;
-                bad += u32::from(!finite(d));
+            if target_signs[b] {
+                // The coefficient per target, once for the block.
+                let (d0, d1) = (
+                    dp(A::nan(), zero, coefficient),
+                    dp(A::nan(), one, coefficient),
+                );
+                for g in g.iter_mut() {
+                    let d = select(g.is_sign_negative(), d1, d0) * g.abs();
+                    *g = d;
+                    bad += u32::from(!finite(d));
+                }
+            } else {
+                for (g, &y) in g.iter_mut().zip(y) {
+                    // As `Logistic::from_stage`, the sign of `x` from the
+                    // stage's.
+                    let e = g.abs();
+                    let inv = one / (one + e);
+                    let small = e * inv;
+                    let negative = g.is_sign_negative();
+                    let (sigma, sigma_c) =
+                        (select(negative, small, inv), select(negative, inv, small));
+                    let d = dp(sigma, y, coefficient) * (sigma * sigma_c);
+                    *g = d;
+                    bad += u32::from(!finite(d));
+                }
             }
             ([], bad == 0)
         },

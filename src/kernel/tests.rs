@@ -2,6 +2,7 @@
 //! dispatch against the portable code, and (with the `rayon` feature) the
 //! parallel blocks against the serial ones and across thread counts.
 
+use super::BLOCK;
 use ndarray::{Array4, ShapeBuilder};
 
 use crate::{
@@ -338,15 +339,35 @@ where
     let [logits, _, target, _, _] = data::<A>(SHAPE);
     let soft = target.mapv(|y| y * A::from_f64(0.8) + A::from_f64(0.05));
     let extreme = logits.mapv(|x| x * A::from_f64(100.0));
+    // SHAPE spans two blocks. One soft target late in block 0 (whose
+    // earlier chunks were staged in the target-sign format), block 1
+    // binary; and a target of -0 in block 1, which the target-sign format
+    // cannot hold (it would come back as +0).
+    assert!(SHAPE.iter().product::<usize>() > BLOCK);
+    let flat = |mut t: Array4<A>, i: usize, v: f64| {
+        t.as_slice_mut().unwrap()[i] = A::from_f64(v);
+        t
+    };
+    let mixed = flat(target.clone(), 40_000, 0.5);
+    let negative_zero = flat(target.clone(), BLOCK + 1000, -0.0);
     let losses = [
         ("dice", boxed(DiceLoss::new())),
         ("jaccard", boxed(DiceLoss::new().jaccard(true))),
         ("dice γ = 2", boxed(DiceLoss::new().gamma(2.0))),
         ("tversky", boxed(TverskyLoss::new())),
+        // α = -0: `∂L/∂p = a·y + b` with `b = -0` (and `a < 0`), which is
+        // +0 at y = -0 and -0 at y = +0.
+        ("tversky α = -0", boxed(TverskyLoss::new().alpha(-0.0))),
     ];
     assert_stage_matches(
         &losses,
-        &[(&logits, &target), (&logits, &soft), (&extreme, &target)],
+        &[
+            (&logits, &target),
+            (&logits, &soft),
+            (&extreme, &target),
+            (&logits, &mixed),
+            (&logits, &negative_zero),
+        ],
     );
     // `e^-|x|` underflows to 0 past |x| = 745 in both types.
     let underflows = ndarray::Zip::from(&extreme)
