@@ -9,10 +9,11 @@
 //! 6.1–7.2 with this module), and the 64 MiB gradient of `loss_and_grad` at
 //! 2^24 `f32` elements longer than the loss (see BENCHMARKS.md). With 2 MiB
 //! pages the faults are 512 times fewer, and so are the page translations
-//! of a pass over the buffer: BCE and Dice `loss_grad` at 2^24 `f32` ran
-//! 3–15 % faster, and the read-write floor 8–20 %, on inputs and gradient
-//! from [`zeros`] than on ones from `Array::zeros` (both kinds in one
-//! process, calls alternating).
+//! of a pass over the buffer: at 2^24 `f32` elements, on inputs and
+//! gradient from [`zeros`] rather than from `Array::zeros`, BCE
+//! `loss_grad` ran 1–15 % faster, Dice on logits 11–20 % and the
+//! read-write floor 6–18 % (median times, both kinds of arrays in one
+//! process and the calls alternating, four processes).
 //!
 //! So on Linux, a buffer of [`HUGE_MIN`] bytes or more is advised
 //! `MADV_HUGEPAGE` before its first touch, as NumPy (since 1.16) does for
