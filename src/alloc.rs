@@ -199,6 +199,10 @@ mod tests {
         let a: Array<f32, _> = zeros(ndarray::Ix2(3, HUGE_MIN / 4));
         assert_eq!(a.shape(), [3, HUGE_MIN / 4]);
         assert!(a.iter().all(|&x| x == 0.0));
+        // Any shape `Array::zeros` takes, column-major ones too.
+        let f: Array<f64, _> = zeros((3, HUGE_MIN / 8).f());
+        assert_eq!(f.shape(), [3, HUGE_MIN / 8]);
+        assert!(f.t().is_standard_layout() && f.iter().all(|&x| x == 0.0));
         assert!(filled(1.5_f64, 0).is_empty());
     }
 }
