@@ -2,15 +2,18 @@
 //! logits and on probabilities), the shape-aware loss with given weights,
 //! and the softmax losses (cross-entropy and per-class Dice over 4 classes,
 //! shape `(4, 4, 1024, 1024)` at 2^24), in `f32` and `f64`, at 2^16, 2^20
-//! and 2^24 elements, each group with two
-//! memory-bound **floor** kernels to compare against:
+//! and 2^24 elements, each group with memory-bound **floor** kernels to
+//! compare against:
 //!
 //! * `floor/read`: reads the two inputs and reduces (what a loss-only call
 //!   must at least move);
 //! * `floor/read_write`: reads the two inputs, writes one output and reduces
 //!   (what any fused loss-and-gradient must at least move);
 //! * `floor/read3`, `floor/read3_write`: the same with a third input, the
-//!   floors of the pixel-weighted (shape-aware) loss with a given weight map.
+//!   floors of the pixel-weighted (shape-aware) loss with a given weight map;
+//! * `floor/write`: writes one output and reads nothing. A region loss (Dice)
+//!   must read both inputs before it can write any of its gradient, so
+//!   `floor/read` plus `floor/write` bounds its `loss_grad` from below.
 //!
 //! With the `rayon` feature, the group `parallel/f32/2^24` times BCE and
 //! Dice `loss_grad` on thread pools of 1 and 2 threads
@@ -29,7 +32,9 @@ use ndarray::Array4;
 use segloss::{BinaryCrossEntropy, CrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
 
 mod common;
-use common::{Data, class_data, floor_read, floor_read_write, floor_read3, floor_read3_write};
+use common::{
+    Data, class_data, floor_read, floor_read_write, floor_read3, floor_read3_write, floor_write,
+};
 
 /// The benchmarked sizes: (log2 of the element count, shape, the shape of
 /// the same element count with 4 classes on axis 1 for the softmax losses).
@@ -98,6 +103,9 @@ fn bench_group<A: Float>(
         let g = data.grad.as_slice_mut().expect("standard layout");
         group.bench_function("floor/read_write", |b| {
             b.iter(|| floor_read_write(black_box(x), black_box(y), black_box(&mut *g)))
+        });
+        group.bench_function("floor/write", |b| {
+            b.iter(|| floor_write(black_box(&mut *g)))
         });
         group.bench_function("floor/read3", |b| {
             b.iter(|| floor_read3(black_box(x), black_box(y), black_box(w)))

@@ -12,6 +12,10 @@
 //! softmax losses' paired medians still moved by a fifth between runs
 //! minutes apart (the single-pass losses by about a tenth).
 //!
+//! Dice on logits also has a row against `read + write`, the floor of any
+//! two-pass loss: both inputs read before any of the gradient can be
+//! written, then the gradient written.
+//!
 //! Run with `cargo bench --bench ratios` (21 rounds, about half a minute);
 //! `cargo bench --bench ratios -- --rounds 31` for more rounds (odd counts
 //! give a true median).
@@ -23,7 +27,9 @@ use ndarray::Array4;
 use segloss::{BinaryCrossEntropy, CrossEntropy, DiceLoss, Input, Loss, ShapeAwareLoss};
 
 mod common;
-use common::{Data, class_data, floor_read, floor_read_write, floor_read3, floor_read3_write};
+use common::{
+    Data, class_data, floor_read, floor_read_write, floor_read3, floor_read3_write, floor_write,
+};
 
 /// The shapes of 2^24 elements: one channel, and four classes.
 const SHAPE: [usize; 4] = [16, 1, 1024, 1024];
@@ -166,6 +172,21 @@ fn main() {
         &class_target,
         class_grad
     );
+    // The lower bound of a two-pass loss: both inputs read before any of
+    // the gradient can be written, then the gradient written.
+    cases.push(Case {
+        loss: "Dice (logits)",
+        call: "loss_grad",
+        floor: "read + write",
+        run: Box::new(|| {
+            dice.loss_grad(&logits, &target, &mut *grad.borrow_mut())
+                .unwrap()
+        }),
+        run_floor: Box::new(|| {
+            let out = &mut *floor_out.borrow_mut();
+            floor_read(x, y) + floor_write(out.as_slice_mut().expect("standard layout"))
+        }),
+    });
     cases.push(Case {
         loss: "shape-aware (given weights)",
         call: "loss_with_weights",

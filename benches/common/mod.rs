@@ -64,6 +64,22 @@ pub fn floor_read_write<A: Float>(x: &[A], y: &[A], g: &mut [A]) -> A {
     acc.iter().fold(A::zero(), |s, &a| s + a)
 }
 
+/// Write floor: `g` filled with a running count per lane (writes one
+/// output, reads nothing), and the last counts summed. The least that the
+/// second pass of a region loss moves: its gradient can only be written
+/// once sums over the whole input are known, so `floor/read` plus
+/// `floor/write` bounds such a loss's `loss_grad` from below.
+pub fn floor_write<A: Float>(g: &mut [A]) -> A {
+    let mut acc = [A::zero(); FLOOR_LANES];
+    for gc in g.chunks_exact_mut(FLOOR_LANES) {
+        for (g, a) in gc.iter_mut().zip(&mut acc) {
+            *a += A::one();
+            *g = *a;
+        }
+    }
+    acc.iter().fold(A::zero(), |s, &a| s + a)
+}
+
 /// Read floor of the pixel-weighted loss: `Σ x·y·w` (reads three inputs).
 pub fn floor_read3<A: Float>(x: &[A], y: &[A], w: &[A]) -> A {
     let mut acc = [A::zero(); FLOOR_LANES];
