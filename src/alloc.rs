@@ -13,7 +13,7 @@
 //! gradient from [`zeros`] rather than from `Array::zeros`, BCE
 //! `loss_grad` ran 1–15 % faster, Dice on logits 11–20 % and the
 //! read-write floor 6–18 % (median times, both kinds of arrays in one
-//! process and the calls alternating, four processes).
+//! process and the calls alternating, four rounds).
 //!
 //! So on Linux, a buffer of [`HUGE_MIN`] bytes or more is advised
 //! `MADV_HUGEPAGE` before its first touch, as NumPy (since 1.16) does for
