@@ -89,33 +89,15 @@ fn main() {
     let (x, y, w) = (slice(&logits), slice(&target), slice(&weights));
     // The floors write to their own buffers; each loss writes to its own
     // gradient, as it would in a training step.
-    let floor_out = std::cell::RefCell::new(segloss::alloc::zeros::<f32, _>(x.len()));
+    let (floor_out, _) = segloss::alloc::zeros::<f32, _>(x.len()).into_raw_vec_and_offset();
+    let floor_out = std::cell::RefCell::new(floor_out);
     let grad = std::cell::RefCell::new(grad);
     let class_grad = std::cell::RefCell::new(segloss::alloc::zeros::<f32, _>(CLASS_SHAPE));
 
     let read = || floor_read(x, y);
-    let read_write = || {
-        floor_read_write(
-            x,
-            y,
-            floor_out
-                .borrow_mut()
-                .as_slice_mut()
-                .expect("standard layout"),
-        )
-    };
+    let read_write = || floor_read_write(x, y, &mut floor_out.borrow_mut());
     let read3 = || floor_read3(x, y, w);
-    let read3_write = || {
-        floor_read3_write(
-            x,
-            y,
-            w,
-            floor_out
-                .borrow_mut()
-                .as_slice_mut()
-                .expect("standard layout"),
-        )
-    };
+    let read3_write = || floor_read3_write(x, y, w, &mut floor_out.borrow_mut());
 
     let bce = BinaryCrossEntropy::new();
     let wbce = BinaryCrossEntropy::new().pos_weight(3.0);
@@ -182,10 +164,7 @@ fn main() {
             dice.loss_grad(&logits, &target, &mut *grad.borrow_mut())
                 .unwrap()
         }),
-        run_floor: Box::new(|| {
-            let out = &mut *floor_out.borrow_mut();
-            floor_read(x, y) + floor_write(out.as_slice_mut().expect("standard layout"))
-        }),
+        run_floor: Box::new(|| floor_read(x, y) + floor_write(&mut floor_out.borrow_mut())),
     });
     cases.push(Case {
         loss: "shape-aware (given weights)",
