@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `DIR` defaults to `$SEGLOSS_PEERS_DIR`, then to `peers/` under Cargo's
-//! temporary target directory (`target/tmp/peers`). About 250 MB is written.
+//! temporary target directory (`target/tmp/peers`). About 320 MB is written.
 //!
 //! The inputs (generators shared with `benches/distance.rs` through
 //! `benches/support/masks.rs`, same seeds):
@@ -25,10 +25,13 @@
 //!   the labels are written for the Python recipe to check against.
 //! * `loss_*`: 2^24 `f32` elements of shape (16, 1, 1024, 1024), the inputs
 //!   of `benches/losses.rs` (logits uniform in [-8, 8], binary targets with
-//!   ~30 % foreground, from the same generator and seed). Timed:
-//!   `loss_grad` of `BinaryCrossEntropy::new()` and `DiceLoss::new()` into a
-//!   preallocated gradient, and `loss_and_grad` (which allocates it, as a
-//!   PyTorch backward does).
+//!   ~30 % foreground, pixel weights uniform in [1, 11], from the same
+//!   generator and seed). Timed: `loss_grad` into a preallocated gradient
+//!   of `BinaryCrossEntropy::new()`, of the weighted BCE
+//!   `BinaryCrossEntropy::new().pos_weight(3.0)`, of `DiceLoss::new()`, and
+//!   of the pixel-weighted BCE `ShapeAwareLoss::loss_grad_with_weights`;
+//!   and, for the first three, `loss_and_grad` (which allocates the
+//!   gradient, as a PyTorch backward does).
 //!
 //! Every call runs on one thread (a one-thread global rayon pool, should the
 //! `rayon` feature be on). Each case is called once untimed (warm-up, and the
@@ -48,7 +51,7 @@ use std::time::Instant;
 use ndarray::{Array, Array4, ArrayRef, Dimension, Ix2};
 use ndarray_npy::{WritableElement, write_npy};
 use segloss::distance::{Connectivity, UNetWeights, distance_to, label_components};
-use segloss::{BinaryCrossEntropy, DiceLoss, Loss};
+use segloss::{BinaryCrossEntropy, DiceLoss, Loss, ShapeAwareLoss};
 use serde_json::{Value, json};
 
 #[path = "support/masks.rs"]
@@ -213,58 +216,60 @@ fn unet_case(dir: &Path, name: &str, mask: &Array<bool, Ix2>) -> Value {
 }
 
 /// The loss inputs of `benches/losses.rs`: its generator draws the logits,
-/// then the probabilities (not needed here: skipped), then the targets.
-fn loss_inputs() -> (Array4<f32>, Array4<f32>) {
+/// then the probabilities (not needed here: skipped), the targets and the
+/// pixel weights.
+fn loss_inputs() -> [Array4<f32>; 3] {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // On huge pages from 4 MiB, as NumPy allocates the peers' copies.
-    let mut logits = segloss::alloc::zeros(LOSS_SHAPE);
-    logits
-        .iter_mut()
-        .for_each(|v| *v = (16.0 * rng.uniform() - 8.0) as f32);
-    for _ in 0..logits.len() {
-        rng.uniform();
-    }
-    let mut target = segloss::alloc::zeros(LOSS_SHAPE);
-    target
-        .iter_mut()
-        .for_each(|v| *v = if rng.uniform() < 0.3 { 1.0_f32 } else { 0.0 });
-    (logits, target)
+    let mut next = |f: &dyn Fn(f64) -> f32| {
+        let mut a = segloss::alloc::zeros(LOSS_SHAPE);
+        a.iter_mut().for_each(|v| *v = f(rng.uniform()));
+        a
+    };
+    let logits = next(&|u| (16.0 * u - 8.0) as f32);
+    next(&|u| u as f32);
+    let target = next(&|u| if u < 0.3 { 1.0 } else { 0.0 });
+    let weights = next(&|u| (1.0 + 10.0 * u) as f32);
+    [logits, target, weights]
 }
 
-/// One loss case: `loss_grad` into a buffer and `loss_and_grad`, timed.
-fn loss_case<L: Loss<f32>>(
+/// One loss case: `loss_grad` into a preallocated buffer and, where given,
+/// `loss_and_grad`, timed; `files` names the inputs' files for the peers.
+fn loss_case(
     name: &str,
-    loss: &L,
-    files: (&str, &str),
+    files: Value,
     logits: &Array4<f32>,
-    target: &Array4<f32>,
+    loss_grad: impl Fn(&mut Array4<f32>) -> f32,
+    loss_and_grad: Option<&dyn Fn() -> (f32, Array4<f32>)>,
 ) -> Vec<Value> {
     let mut grad = segloss::alloc::zeros::<f32, _>(logits.raw_dim());
-    let (value, time) = measure(|| {
-        loss.loss_grad(black_box(logits), black_box(target), &mut grad)
-            .unwrap()
-    });
+    let (value, time) = measure(|| loss_grad(&mut grad));
     let (grad_sum, grad_abs_sum) = sums(&grad);
-    let (_, alloc_time) = measure(|| {
-        loss.loss_and_grad(black_box(logits), black_box(target))
-            .unwrap()
-    });
-    println!(
-        "loss  {name:<24} {:>9.2} ms   loss_and_grad {:>8.2} ms",
-        1e3 * time.median,
-        1e3 * alloc_time.median
-    );
+    let alloc_time = loss_and_grad.map(|f| measure(f).1);
+    match &alloc_time {
+        Some(t) => println!(
+            "loss  {name:<24} {:>9.2} ms   loss_and_grad {:>8.2} ms",
+            1e3 * time.median,
+            1e3 * t.median
+        ),
+        None => println!("loss  {name:<24} {:>9.2} ms", 1e3 * time.median),
+    }
     let check = json!({
         "loss": value, "grad_sum": grad_sum, "grad_abs_sum": grad_abs_sum,
     });
     let case = |call: &str, time: &Timing| {
-        json!({
+        let mut case = json!({
             "case": format!("{name}/{call}"), "kind": name, "shape": LOSS_SHAPE,
-            "elements": logits.len(), "logits": files.0, "target": files.1,
-            "segloss": time.json(), "check": check,
-        })
+            "elements": logits.len(), "segloss": time.json(), "check": check,
+        });
+        if let (Some(case), Some(files)) = (case.as_object_mut(), files.as_object()) {
+            case.extend(files.clone());
+        }
+        case
     };
-    vec![case("loss_grad", &time), case("loss_and_grad", &alloc_time)]
+    let mut cases = vec![case("loss_grad", &time)];
+    cases.extend(alloc_time.map(|t| case("loss_and_grad", &t)));
+    cases
 }
 
 /// The output directory: the first argument that is not a flag, else
@@ -323,20 +328,47 @@ fn main() {
     ] {
         cases.push(unet_case(&dir, name, &mask));
     }
-    let (logits, target) = loss_inputs();
-    let files = (
-        save(&dir, "loss_logits", &logits),
-        save(&dir, "loss_target", &target),
-    );
-    let files = (files.0.as_str(), files.1.as_str());
+    let [logits, target, weights] = loss_inputs();
+    let files = json!({
+        "logits": save(&dir, "loss_logits", &logits),
+        "target": save(&dir, "loss_target", &target),
+    });
+    let (x, y, w) = (&logits, &target, &weights);
+    let bce = BinaryCrossEntropy::new();
+    let weighted = BinaryCrossEntropy::new().pos_weight(3.0);
+    let dice = DiceLoss::new();
+    let shape_aware = ShapeAwareLoss::new();
+    for (name, loss) in [("bce", &bce), ("wbce", &weighted)] {
+        cases.extend(loss_case(
+            name,
+            files.clone(),
+            x,
+            |g| loss.loss_grad(black_box(x), black_box(y), g).unwrap(),
+            Some(&|| loss.loss_and_grad(black_box(x), black_box(y)).unwrap()),
+        ));
+    }
     cases.extend(loss_case(
-        "bce",
-        &BinaryCrossEntropy::new(),
-        files,
-        &logits,
-        &target,
+        "dice",
+        files.clone(),
+        x,
+        |g| dice.loss_grad(black_box(x), black_box(y), g).unwrap(),
+        Some(&|| dice.loss_and_grad(black_box(x), black_box(y)).unwrap()),
     ));
-    cases.extend(loss_case("dice", &DiceLoss::new(), files, &logits, &target));
+    let mut weighted_files = files.clone();
+    if let Some(files) = weighted_files.as_object_mut() {
+        files.insert("weights".into(), save(&dir, "loss_weights", w).into());
+    }
+    cases.extend(loss_case(
+        "pwbce",
+        weighted_files,
+        x,
+        |g| {
+            shape_aware
+                .loss_grad_with_weights(black_box(x), black_box(y), black_box(w), g)
+                .unwrap()
+        },
+        None,
+    ));
 
     let report = json!({
         "segloss": {

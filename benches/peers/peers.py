@@ -18,7 +18,9 @@ Peers, all on one thread:
   the text scan by default (the 800-cell image needs 3.4 GB and ~20 s per
   call; `--recipe-all` adds it).
 * losses (2^24 f32, shape (16, 1, 1024, 1024)): PyTorch
-  `binary_cross_entropy_with_logits` forward + backward, and MONAI
+  `binary_cross_entropy_with_logits` forward + backward, plain, with
+  `pos_weight=3` (segloss's weighted BCE) and with `weight=w` (a pixel
+  weight map: segloss's `ShapeAwareLoss::loss_grad_with_weights`), and MONAI
   `DiceLoss(sigmoid=True)` forward + backward twice: with MONAI's defaults,
   and with segloss's definition (`squared_pred=True, batch=True,
   smooth_nr=smooth_dr=1e-6`, whose value is checked against segloss's).
@@ -137,6 +139,7 @@ class Peers:
             print(f"peers: scikit-image not importable ({e}): skimage skipped")
             self.skimage = None
         self.loss_cache = {}
+        self.weights_cache = {}
 
     def load(self, name):
         return np.load(os.path.join(self.root, name))
@@ -236,6 +239,12 @@ class Peers:
             self.loss_cache = {key: (self.load(c["logits"]), self.load(c["target"]))}
         return self.loss_cache[key]
 
+    def loss_weights(self, c):
+        key = c["weights"]
+        if key not in self.weights_cache:
+            self.weights_cache = {key: self.load(key)}
+        return self.weights_cache[key]
+
     def loss_case(self, c, done):
         """Times the peer of a loss once per loss; both segloss calls
         (`loss_grad`, `loss_and_grad`) are compared with the same timing."""
@@ -248,8 +257,27 @@ class Peers:
         x = torch.from_numpy(logits).requires_grad_(True)
         t = torch.from_numpy(target)
         want = c["check"]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
         if kind == "bce":
-            peers = [("torch BCE-with-logits fwd+bwd", lambda a, b: torch.nn.functional.binary_cross_entropy_with_logits(a, b), True)]
+            peers = [("torch BCE-with-logits fwd+bwd", lambda a, b: bce(a, b), True)]
+        elif kind == "wbce":
+            beta = torch.tensor(3.0)
+            peers = [
+                (
+                    "torch BCE-with-logits pos_weight=3 fwd+bwd",
+                    lambda a, b: bce(a, b, pos_weight=beta.to(a.dtype)),
+                    True,
+                )
+            ]
+        elif kind == "pwbce":
+            w = torch.from_numpy(self.loss_weights(c))
+            peers = [
+                (
+                    "torch BCE-with-logits weight=w fwd+bwd",
+                    lambda a, b: bce(a, b, weight=w.to(a.dtype)),
+                    True,
+                )
+            ]
         else:
             if self.monai is None:
                 self.skip(case, "MONAI DiceLoss", "monai not importable")
@@ -333,7 +361,7 @@ def main():
             peers.label_case(c)
         elif kind == "unet":
             peers.unet_case(c)
-        elif kind in ("bce", "dice"):
+        elif kind in ("bce", "wbce", "dice", "pwbce"):
             peers.loss_case(c, done)
 
     by_case = {c["case"]: c for c in report["cases"]}

@@ -6,7 +6,7 @@
 #
 #   bash benches/peers/run.sh [DIR] [peers.py options: --recipe-all, --quick]
 #
-# DIR (about 250 MB of inputs, plus segloss.json and peers.json) defaults to
+# DIR (about 320 MB of inputs, plus segloss.json and peers.json) defaults to
 # $SEGLOSS_PEERS_DIR, else $CARGO_TARGET_DIR/peers, else target/peers.
 # Exits non-zero when a check fails.
 set -euo pipefail
