@@ -219,17 +219,19 @@ fn unet_case(dir: &Path, name: &str, mask: &Array<bool, Ix2>) -> Value {
 /// then the probabilities (not needed here: skipped), the targets and the
 /// pixel weights.
 fn loss_inputs() -> [Array4<f32>; 3] {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // On huge pages from 4 MiB, as NumPy allocates the peers' copies.
-    let mut next = |f: &dyn Fn(f64) -> f32| {
+    fn draw(rng: &mut Rng, f: impl Fn(f64) -> f32) -> Array4<f32> {
         let mut a = segloss::alloc::zeros(LOSS_SHAPE);
         a.iter_mut().for_each(|v| *v = f(rng.uniform()));
         a
-    };
-    let logits = next(&|u| (16.0 * u - 8.0) as f32);
-    next(&|u| u as f32);
-    let target = next(&|u| if u < 0.3 { 1.0 } else { 0.0 });
-    let weights = next(&|u| (1.0 + 10.0 * u) as f32);
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let logits = draw(&mut rng, |u| (16.0 * u - 8.0) as f32);
+    for _ in 0..logits.len() {
+        rng.uniform();
+    }
+    let target = draw(&mut rng, |u| if u < 0.3 { 1.0 } else { 0.0 });
+    let weights = draw(&mut rng, |u| (1.0 + 10.0 * u) as f32);
     [logits, target, weights]
 }
 
