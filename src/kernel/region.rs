@@ -610,14 +610,13 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                             signs = false;
                             let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
                             for (g, &x) in g.iter_mut().zip(x) {
-                                let e = Logistic::stage(x);
-                                *g = select(x >= zero, e, -e);
+                                *g = signed_stage(x, Logistic::stage(x));
                             }
                         }
                     } else {
                         for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
                             *p = Logistic::sigmoid_from_stage(x, e);
-                            *g = select(x >= zero, e, -e);
+                            *g = signed_stage(x, e);
                             bad += u32::from(!thresholds.check(x, y));
                         }
                     }
@@ -672,6 +671,13 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
             sigmoid_grad_from_stage(&target_signs, target, grad, &coefficients[0], dp)
         }
     }
+}
+
+/// The `e^-|x|` format of [`Stage::Logistic`]: `e` with the sign of `x`
+/// (`+` for `-0`, as `Logistic::from_stage` reads it).
+#[inline(always)]
+fn signed_stage<A: Float>(x: A, e: A) -> A {
+    select(x >= A::zero(), e, -e)
 }
 
 /// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
