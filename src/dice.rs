@@ -272,7 +272,7 @@ impl DiceLoss {
         // One loop per exponent: the match on γ is outside the loops.
         let l = &layout;
         let (sums, stage) = match Power::<A>::new(self.gamma) {
-            // The last argument: whether pass 2's `∂L/∂p` reads `p`.
+            // The `bool`: whether pass 2's `∂L/∂p` reads `p`.
             Power::One => {
                 region::sums_for_grad(l, input, target, grad, false, |p, y| [p * y, p, y])
             }
