@@ -139,7 +139,6 @@ class Peers:
             print(f"peers: scikit-image not importable ({e}): skimage skipped")
             self.skimage = None
         self.loss_cache = {}
-        self.weights_cache = {}
 
     def load(self, name):
         return np.load(os.path.join(self.root, name))
@@ -233,17 +232,11 @@ class Peers:
             ok,
         )
 
-    def loss_inputs(self, c):
-        key = (c["logits"], c["target"])
-        if key not in self.loss_cache:
-            self.loss_cache = {key: (self.load(c["logits"]), self.load(c["target"]))}
-        return self.loss_cache[key]
-
-    def loss_weights(self, c):
-        key = c["weights"]
-        if key not in self.weights_cache:
-            self.weights_cache = {key: self.load(key)}
-        return self.weights_cache[key]
+    def load_loss_input(self, name):
+        """A loss case's input file, loaded once: the loss cases share them."""
+        if name not in self.loss_cache:
+            self.loss_cache[name] = self.load(name)
+        return self.loss_cache[name]
 
     def loss_case(self, c, done):
         """Times the peer of a loss once per loss; both segloss calls
@@ -253,7 +246,7 @@ class Peers:
             self.skip(case, "PyTorch / MONAI", "torch not importable")
             return
         torch = self.torch
-        logits, target = self.loss_inputs(c)
+        logits, target = self.load_loss_input(c["logits"]), self.load_loss_input(c["target"])
         x = torch.from_numpy(logits).requires_grad_(True)
         t = torch.from_numpy(target)
         want = c["check"]
@@ -270,7 +263,7 @@ class Peers:
                 )
             ]
         elif kind == "pwbce":
-            w = torch.from_numpy(self.loss_weights(c))
+            w = torch.from_numpy(self.load_loss_input(c["weights"]))
             peers = [
                 (
                     "torch BCE-with-logits weight=w fwd+bwd",
