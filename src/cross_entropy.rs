@@ -222,10 +222,10 @@ impl CrossEntropy {
         }
         // A non-finite logit shows here (see `pass`); a loss that is not
         // finite from good input is `reduce`'s error.
-        if !total.is_finite() {
-            if let Some(fault) = domain.diagnose(input, target, weights) {
-                return Err(fault);
-            }
+        if !total.is_finite()
+            && let Some(fault) = domain.diagnose(input, target, weights)
+        {
+            return Err(fault);
         }
         reduce(self.reduction, total, positions)
     }

@@ -131,7 +131,7 @@ pub fn text(rows: usize, cols: usize, seed: u64) -> Array2<bool> {
                 }
             }
             left += w + 3 + (rng.next_u64() % 4) as usize;
-            if rng.next_u64() % 4 == 0 {
+            if rng.next_u64().is_multiple_of(4) {
                 left += 8;
             }
         }

@@ -50,23 +50,23 @@ fn backward_offsets(shape: &[usize], connectivity: Connectivity) -> Vec<Offset> 
             // Every step in {-1, 0, 1}^d whose first non-zero entry is -1.
             let mut step = vec![-1i8; d];
             loop {
-                if let Some(first) = step.iter().position(|&s| s != 0) {
-                    if step[first] == -1 {
-                        let (mut back, mut down, mut up) = (0isize, 0u64, 0u64);
-                        for (a, (&s, &stride)) in step.iter().zip(&strides).enumerate() {
-                            back -= s as isize * stride as isize;
-                            match s {
-                                -1 => down |= 1 << a,
-                                1 => up |= 1 << a,
-                                _ => {}
-                            }
+                if let Some(first) = step.iter().position(|&s| s != 0)
+                    && step[first] == -1
+                {
+                    let (mut back, mut down, mut up) = (0isize, 0u64, 0u64);
+                    for (a, (&s, &stride)) in step.iter().zip(&strides).enumerate() {
+                        back -= s as isize * stride as isize;
+                        match s {
+                            -1 => down |= 1 << a,
+                            1 => up |= 1 << a,
+                            _ => {}
                         }
-                        offsets.push(Offset {
-                            back: back.unsigned_abs(),
-                            down,
-                            up,
-                        });
                     }
+                    offsets.push(Offset {
+                        back: back.unsigned_abs(),
+                        down,
+                        up,
+                    });
                 }
                 // Next step in lexicographic order.
                 let mut a = d;

@@ -252,10 +252,10 @@ fn line_pass(
         if last.d1 < f64::INFINITY {
             env.push(n - 1, last.d1, last.l1, h2);
         }
-    } else if let [only] = line {
-        if only.d1 < f64::INFINITY {
-            env.push(0, only.d1, only.l1, h2);
-        }
+    } else if let [only] = line
+        && only.d1 < f64::INFINITY
+    {
+        env.push(0, only.d1, only.l1, h2);
     }
     if env.k == 0 {
         out.fill(Pair::NONE);

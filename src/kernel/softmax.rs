@@ -41,7 +41,10 @@ use crate::{Error, Float, Result};
 
 /// Positions per chunk.
 pub(crate) const L: usize = 16;
-const _: () = assert!(L % LANES == 0, "LaneSum::take folds L lanes into LANES");
+const _: () = assert!(
+    L.is_multiple_of(LANES),
+    "LaneSum::take folds L lanes into LANES"
+);
 
 /// One class's values at the positions of a chunk.
 pub(crate) type Lane<A> = [A; L];
