@@ -704,10 +704,12 @@ mod tests {
         }
     }
 
-    /// The AVX2 and the baseline paths of `kernel::dispatch` give the same
-    /// bits (no FMA; minima and sums are exact operations on each lane).
+    /// The AVX-512, AVX2 and baseline paths of `kernel::dispatch` give the
+    /// same bits (no FMA; minima and sums are exact operations on each
+    /// lane).
     #[test]
     fn dispatch_paths_agree() {
+        use crate::kernel::dispatch::Isa;
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -719,20 +721,24 @@ mod tests {
         let mask: Vec<bool> = (0..shape.iter().product::<usize>())
             .map(|_| next() % 500 == 0)
             .collect();
-        let run = |portable: bool| {
-            crate::kernel::dispatch::force_portable(portable);
+        let run = |isa: Option<Isa>| {
+            crate::kernel::dispatch::cap(isa);
             let mut out = vec![0.0; mask.len()];
             super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
-            crate::kernel::dispatch::force_portable(false);
+            crate::kernel::dispatch::cap(None);
             out
         };
-        let (portable, dispatched) = (run(true), run(false));
-        assert!(
-            portable
-                .iter()
-                .zip(&dispatched)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        let widest = run(None);
+        for isa in [Isa::Avx2, Isa::Baseline] {
+            let capped = run(Some(isa));
+            assert!(
+                widest
+                    .iter()
+                    .zip(&capped)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa:?}"
+            );
+        }
     }
 
     /// A mask of `len` elements with sites of density about `p` (a xorshift

@@ -491,3 +491,50 @@ fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], terms: Terms) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+
+    use super::UNetWeights;
+    use crate::kernel::dispatch::{Isa, cap};
+
+    /// The map (and the distances under it) is the same bit for bit on
+    /// every path of `kernel::dispatch`: its row passes are exact integer
+    /// work, and the `exp` of the border term is the same straight-line
+    /// code on every lane.
+    #[test]
+    fn dispatch_paths_agree() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Square cells of side 3 to 8 at random places: many touch.
+        let mut mask = Array2::from_elem((97, 131), false);
+        for _ in 0..60 {
+            let (r, c) = ((next() % 90) as usize, (next() % 124) as usize);
+            let side = 3 + (next() % 6) as usize;
+            mask.slice_mut(ndarray::s![r..(r + side).min(97), c..(c + side).min(131)])
+                .fill(true);
+        }
+        let run = |isa: Option<Isa>| {
+            cap(isa);
+            let map32 = UNetWeights::new().for_mask::<f32, _>(&mask).unwrap();
+            let map64 = UNetWeights::new()
+                .sigma(3.0)
+                .for_mask::<f64, _>(&mask)
+                .unwrap();
+            cap(None);
+            let bits = map32.iter().map(|w| u64::from(w.to_bits()));
+            bits.chain(map64.iter().map(|w| w.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        let widest = run(None);
+        for isa in [Isa::Avx2, Isa::Baseline] {
+            assert!(widest == run(Some(isa)), "{isa:?}");
+        }
+    }
+}

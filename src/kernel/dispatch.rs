@@ -2,50 +2,114 @@
 //!
 //! The crate is built for the baseline target (SSE2 on x86-64: 128-bit
 //! vectors). [`run`] calls its closure either directly or, on an x86-64 CPU
-//! with AVX2, from a `#[target_feature(enable = "avx2")]` function, into
-//! which the closure (and the `#[inline(always)]` loop bodies it calls) is
-//! inlined and compiled again with 256-bit vectors: twice the lanes per
-//! instruction for the compute-bound sigmoid/softmax loops.
+//! with AVX2 or AVX-512, from a `#[target_feature]` function, into which
+//! the closure (and the `#[inline(always)]` loop bodies it calls) is
+//! inlined and compiled again with 256- or 512-bit vectors: two or four
+//! times the lanes per instruction for the compute-bound sigmoid/softmax
+//! loops.
 //!
-//! Only AVX2, not FMA: a fused multiply-add rounds once where the portable
-//! code rounds twice, so FMA would change the results. With plain AVX2 the
-//! two paths are bit-identical: every loop fixes its lanes and the order of
-//! its operations explicitly, and LLVM may not reassociate floating-point
-//! arithmetic, so a wider vector only does the same operations at once.
+//! No FMA: a fused multiply-add rounds once where the portable code rounds
+//! twice, so it would change the results (LLVM never fuses on its own, and
+//! the kernels do not call `mul_add`). So every path is bit-identical:
+//! every loop fixes its lanes and the order of its operations explicitly,
+//! and LLVM may not reassociate floating-point arithmetic, so a wider
+//! vector only does the same operations at once.
+//!
+//! `SEGLOSS_MAX_ISA` (read once, at the first call) caps the level:
+//! `baseline`, `avx2` or `avx512`, as oneDNN's `ONEDNN_MAX_CPU_ISA` does.
+//! It changes the speed only. Any other value is ignored.
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Whether the CPU has AVX2: 0 = not yet detected, 1 = no, 2 = yes.
-#[cfg(target_arch = "x86_64")]
-static AVX2: AtomicU8 = AtomicU8::new(0);
-
-/// Forces the portable path (for the test that compares the two paths).
-#[cfg(test)]
-static FORCE_PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Makes [`run`] take the portable path (`true`) or dispatch (`false`).
-#[cfg(test)]
-pub(crate) fn force_portable(portable: bool) {
-    FORCE_PORTABLE.store(portable, std::sync::atomic::Ordering::SeqCst);
+/// The vector extensions [`run`] compiles its closure for, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum Isa {
+    /// The build's target: SSE2 on x86-64.
+    Baseline = 1,
+    /// AVX2 (256-bit vectors).
+    Avx2 = 2,
+    /// AVX-512 F, VL, DQ and BW (512-bit vectors).
+    Avx512 = 3,
 }
 
-/// Whether AVX2 is available, detected once and cached.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl Isa {
+    fn from_u8(level: u8) -> Option<Self> {
+        match level {
+            1 => Some(Isa::Baseline),
+            2 => Some(Isa::Avx2),
+            3 => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+
+    /// The cap that a value of `SEGLOSS_MAX_ISA` asks for, if any.
+    fn parse_cap(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "baseline" | "sse2" => Some(Isa::Baseline),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// The level detected (and capped by `SEGLOSS_MAX_ISA`): 0 = not yet.
+#[cfg(target_arch = "x86_64")]
+static LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// A cap set by the tests that compare the paths: 0 = none.
+#[cfg(test)]
+static TEST_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Makes [`run`] use at most `isa` (`None`: the detected level again).
+#[cfg(test)]
+pub(crate) fn cap(isa: Option<Isa>) {
+    TEST_CAP.store(
+        isa.map_or(0, |i| i as u8),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// What this CPU has, without a cap.
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        Isa::Avx512
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
+}
+
+/// The level [`run`] uses: detected once, capped by `SEGLOSS_MAX_ISA`
+/// (and, in tests, by [`cap`]).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn has_avx2() -> bool {
-    #[cfg(test)]
-    if FORCE_PORTABLE.load(Ordering::SeqCst) {
-        return false;
-    }
-    match AVX2.load(Ordering::Relaxed) {
-        0 => {
-            let found = std::arch::is_x86_feature_detected!("avx2");
-            AVX2.store(if found { 2 } else { 1 }, Ordering::Relaxed);
-            found
+fn level() -> Isa {
+    let level = match Isa::from_u8(LEVEL.load(Ordering::Relaxed)) {
+        Some(level) => level,
+        None => {
+            let cap = std::env::var("SEGLOSS_MAX_ISA")
+                .ok()
+                .and_then(|v| Isa::parse_cap(&v));
+            let level = cap.map_or(detect(), |cap| cap.min(detect()));
+            LEVEL.store(level as u8, Ordering::Relaxed);
+            level
         }
-        state => state == 2,
+    };
+    #[cfg(test)]
+    if let Some(cap) = Isa::from_u8(TEST_CAP.load(std::sync::atomic::Ordering::SeqCst)) {
+        return level.min(cap);
     }
+    level
 }
 
 /// Calls `f` with the widest vector extension the CPU has (see the module
@@ -57,10 +121,13 @@ fn has_avx2() -> bool {
 #[allow(unsafe_code)]
 pub(crate) fn run<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: `avx2` only requires the CPU to support AVX2, which
-        // `has_avx2` detected at run time.
-        return unsafe { avx2(f) };
+    match level() {
+        // SAFETY: `avx512` requires AVX-512 F, VL, DQ and BW, which
+        // `detect` found at run time (a cap only lowers the level).
+        Isa::Avx512 => return unsafe { avx512(f) },
+        // SAFETY: `avx2` requires AVX2, which `detect` found at run time.
+        Isa::Avx2 => return unsafe { avx2(f) },
+        Isa::Baseline => {}
     }
     f()
 }
@@ -75,4 +142,35 @@ pub(crate) fn run<R>(f: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx2")]
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// `f()`, compiled with AVX-512 enabled.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, VL, DQ and BW.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn caps_parse_and_order() {
+        assert_eq!(Isa::parse_cap(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Isa::parse_cap("sse2"), Some(Isa::Baseline));
+        assert_eq!(Isa::parse_cap("baseline"), Some(Isa::Baseline));
+        assert_eq!(Isa::parse_cap("avx512"), Some(Isa::Avx512));
+        assert_eq!(Isa::parse_cap("avx10"), None);
+        assert!(Isa::Baseline < Isa::Avx2 && Isa::Avx2 < Isa::Avx512);
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(Isa::from_u8(isa as u8), Some(isa));
+        }
+        assert_eq!(Isa::from_u8(0), None);
+    }
 }
