@@ -73,6 +73,15 @@ pub(crate) fn cap(isa: Option<Isa>) {
     );
 }
 
+/// The level [`run`] uses now (for the tests that compare the paths).
+#[cfg(test)]
+pub(crate) fn in_use() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    return level();
+    #[cfg(not(target_arch = "x86_64"))]
+    Isa::Baseline
+}
+
 /// What this CPU has, without a cap.
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {

@@ -145,8 +145,10 @@ fn every_dispatch_path_is_bit_identical() {
     let [n, _, h, _] = SHAPE;
     for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
         let widest = (results::<f32>(shape), results::<f64>(shape));
+        let widest_isa = super::dispatch::in_use();
         for isa in [Isa::Avx2, Isa::Baseline] {
             cap(Some(isa));
+            assert_eq!(super::dispatch::in_use(), widest_isa.min(isa));
             let capped = (results::<f32>(shape), results::<f64>(shape));
             cap(None);
             assert_same(&widest.0, &capped.0);
