@@ -454,8 +454,8 @@ fn finish_rows(
                 *c = if from_above < *c { from_above } else { *c };
             }
         }
-        // With AVX2 where the CPU has it: the same operations, twice as
-        // many per instruction.
+        // With AVX2 or AVX-512 where the CPU has them: the same
+        // operations, two or four times as many per instruction.
         crate::kernel::dispatch::run(
             #[inline(always)]
             || backward_row(row, carry, passes.spacing[0], root0),

@@ -16,8 +16,8 @@
 //! of [`BLOCK`] elements whose `f64` sums are added in block order, serially
 //! or (with the `rayon` feature, above `PARALLEL_MIN` elements) in
 //! parallel, with the same result either way; and every block, like every
-//! softmax tile, runs through [`dispatch::run`], which uses AVX2 where the
-//! CPU has it, with results bit-identical to the baseline code.
+//! softmax tile, runs through [`dispatch::run`], which uses AVX2 or AVX-512
+//! where the CPU has them, with results bit-identical to the baseline code.
 
 pub(crate) mod dispatch;
 pub(crate) mod math;

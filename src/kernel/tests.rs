@@ -1,5 +1,5 @@
-//! The kernels' execution paths give bit-identical results: the AVX2
-//! dispatch against the portable code, and (with the `rayon` feature) the
+//! The kernels' execution paths give bit-identical results: the AVX-512
+//! and AVX2 dispatch against the portable code, and (with the `rayon` feature) the
 //! parallel blocks against the serial ones and across thread counts.
 
 use super::BLOCK;
