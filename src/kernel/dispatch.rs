@@ -109,7 +109,8 @@ fn level() -> Isa {
             let cap = std::env::var("SEGLOSS_MAX_ISA")
                 .ok()
                 .and_then(|v| Isa::parse_cap(&v));
-            let level = cap.map_or(detect(), |cap| cap.min(detect()));
+            let found = detect();
+            let level = cap.map_or(found, |cap| cap.min(found));
             LEVEL.store(level as u8, Ordering::Relaxed);
             level
         }

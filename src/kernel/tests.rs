@@ -1,6 +1,7 @@
 //! The kernels' execution paths give bit-identical results: the AVX-512
-//! and AVX2 dispatch against the portable code, and (with the `rayon` feature) the
-//! parallel blocks against the serial ones and across thread counts.
+//! and AVX2 dispatch against the portable code, and (with the `rayon`
+//! feature) the parallel blocks against the serial ones and across thread
+//! counts.
 
 use super::BLOCK;
 use ndarray::{Array4, ShapeBuilder};
