@@ -15,6 +15,8 @@ mod loss;
 mod one_hot;
 mod shape_aware;
 mod signed_distance;
+#[cfg(test)]
+mod test_rng;
 mod tversky;
 
 pub mod distance;

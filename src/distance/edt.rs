@@ -710,16 +710,10 @@ mod tests {
     #[test]
     fn dispatch_paths_agree() {
         use crate::kernel::dispatch::Isa;
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Xorshift(0x9e37_79b9_7f4a_7c15);
         let shape = [40, 70, 90];
         let mask: Vec<bool> = (0..shape.iter().product::<usize>())
-            .map(|_| next() % 500 == 0)
+            .map(|_| rng.next_u64().is_multiple_of(500))
             .collect();
         let run = |isa: Option<Isa>| {
             crate::kernel::dispatch::cap(isa);
@@ -745,15 +739,8 @@ mod tests {
     /// generator: the same mask on every run).
     #[cfg(feature = "rayon")]
     fn sparse_mask(len: usize, p: f64, seed: u64) -> Vec<bool> {
-        let mut seed = seed;
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                ((seed >> 11) as f64 / (1u64 << 53) as f64) < p
-            })
-            .collect()
+        let mut rng = crate::test_rng::Xorshift(seed);
+        (0..len).map(|_| rng.uniform() < p).collect()
     }
 
     /// The parallel chunks give the serial path's bits: on 2-D and 3-D

@@ -401,13 +401,8 @@ mod tests {
     /// of fewer than eight elements and of more).
     #[test]
     fn runs_match_the_plain_scan() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = crate::test_rng::Xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.uniform();
         let shapes: [&[usize]; 12] = [
             &[7],
             &[37],

@@ -505,13 +505,8 @@ mod tests {
     /// code on every lane.
     #[test]
     fn dispatch_paths_agree() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         // Square cells of side 3 to 8 at random places: many touch.
         let mut mask = Array2::from_elem((97, 131), false);
         for _ in 0..60 {

@@ -410,20 +410,7 @@ impl<A: Float> Logistic<A> {
 mod tests {
     use super::*;
 
-    /// A xorshift64 generator for the random sweeps.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-            lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
-        }
-    }
+    use crate::test_rng::Xorshift;
 
     /// Distance in ulps between two values (0 for equal values, two NaNs,
     /// or equal infinities; `u64::MAX` when only one is NaN).
@@ -502,22 +489,22 @@ mod tests {
 
     /// `n` points spread log-uniformly over `±[2^lo, 2^hi]`.
     fn log_spread(lo: f64, hi: f64, n: usize, seed: u64) -> impl Iterator<Item = f64> {
-        let mut rng = Rng(seed);
+        let mut rng = Xorshift(seed);
         (0..n).map(move |i| {
-            let v = rng.uniform(lo, hi).exp2();
+            let v = (lo + (hi - lo) * rng.uniform()).exp2();
             if i % 2 == 0 { v } else { -v }
         })
     }
 
     /// Random bit patterns: every exponent, subnormals included.
     fn any_f32(n: usize, seed: u64) -> impl Iterator<Item = f32> {
-        let mut rng = Rng(seed);
-        (0..n).map(move |_| f32::from_bits(rng.next() as u32))
+        let mut rng = Xorshift(seed);
+        (0..n).map(move |_| f32::from_bits(rng.next_u64() as u32))
     }
 
     fn any_f64(n: usize, seed: u64) -> impl Iterator<Item = f64> {
-        let mut rng = Rng(seed);
-        (0..n).map(move |_| f64::from_bits(rng.next()))
+        let mut rng = Xorshift(seed);
+        (0..n).map(move |_| f64::from_bits(rng.next_u64()))
     }
 
     const SPECIALS: [f64; 12] = [
