@@ -716,11 +716,11 @@ mod tests {
             .map(|_| rng.next_u64().is_multiple_of(500))
             .collect();
         let run = |isa: Option<Isa>| {
-            crate::kernel::dispatch::cap(isa);
-            let mut out = vec![0.0; mask.len()];
-            super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
-            crate::kernel::dispatch::cap(None);
-            out
+            crate::kernel::dispatch::with_cap(isa, || {
+                let mut out = vec![0.0; mask.len()];
+                super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
+                out
+            })
         };
         let widest = run(None);
         for isa in [Isa::Avx2, Isa::Baseline] {

@@ -497,7 +497,7 @@ mod tests {
     use ndarray::Array2;
 
     use super::UNetWeights;
-    use crate::kernel::dispatch::{Isa, cap};
+    use crate::kernel::dispatch::{Isa, with_cap};
 
     /// The map (and the distances under it) is the same bit for bit on
     /// every path of `kernel::dispatch`: its row passes are exact integer
@@ -516,13 +516,14 @@ mod tests {
                 .fill(true);
         }
         let run = |isa: Option<Isa>| {
-            cap(isa);
-            let map32 = UNetWeights::new().for_mask::<f32, _>(&mask).unwrap();
-            let map64 = UNetWeights::new()
-                .sigma(3.0)
-                .for_mask::<f64, _>(&mask)
-                .unwrap();
-            cap(None);
+            let (map32, map64) = with_cap(isa, || {
+                let map32 = UNetWeights::new().for_mask::<f32, _>(&mask).unwrap();
+                let map64 = UNetWeights::new()
+                    .sigma(3.0)
+                    .for_mask::<f64, _>(&mask)
+                    .unwrap();
+                (map32, map64)
+            });
             let bits = map32.iter().map(|w| u64::from(w.to_bits()));
             bits.chain(map64.iter().map(|w| w.to_bits()))
                 .collect::<Vec<_>>()

@@ -64,13 +64,30 @@ static LEVEL: AtomicU8 = AtomicU8::new(0);
 #[cfg(test)]
 static TEST_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Makes [`run`] use at most `isa` (`None`: the detected level again).
+/// Held by [`with_cap`], so that the tests that compare the paths, which
+/// run on parallel threads, set their caps one at a time.
 #[cfg(test)]
-pub(crate) fn cap(isa: Option<Isa>) {
-    TEST_CAP.store(
-        isa.map_or(0, |i| i as u8),
-        std::sync::atomic::Ordering::SeqCst,
-    );
+static CAP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `f()` with [`run`] using at most `isa` (`None`: the detected level),
+/// and no other test changing the cap meanwhile. Tests that do not cap
+/// may run under it: every path gives the same bits.
+#[cfg(test)]
+pub(crate) fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::Ordering::SeqCst;
+    let _lock = CAP_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    TEST_CAP.store(isa.map_or(0, |i| i as u8), SeqCst);
+    // Reset when `f` returns or unwinds.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TEST_CAP.store(0, SeqCst);
+        }
+    }
+    let _reset = Reset;
+    f()
 }
 
 /// The level [`run`] uses now (for the tests that compare the paths).
