@@ -709,22 +709,17 @@ mod tests {
     /// lane).
     #[test]
     fn dispatch_paths_agree() {
-        use crate::kernel::dispatch::Isa;
         let mut rng = crate::test_rng::Xorshift(0x9e37_79b9_7f4a_7c15);
         let shape = [40, 70, 90];
         let mask: Vec<bool> = (0..shape.iter().product::<usize>())
             .map(|_| rng.next_u64().is_multiple_of(500))
             .collect();
-        let run = |isa: Option<Isa>| {
-            crate::kernel::dispatch::with_cap(isa, || {
-                let mut out = vec![0.0; mask.len()];
-                super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
-                out
-            })
-        };
-        let widest = run(None);
-        for isa in [Isa::Avx2, Isa::Baseline] {
-            let capped = run(Some(isa));
+        let (widest, capped) = crate::kernel::dispatch::on_every_path(|| {
+            let mut out = vec![0.0; mask.len()];
+            super::edt(&mask, &mut out, &shape, &[1.3, 0.7, 1.0], true);
+            out
+        });
+        for (isa, capped) in capped {
             assert!(
                 widest
                     .iter()

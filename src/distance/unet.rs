@@ -497,7 +497,7 @@ mod tests {
     use ndarray::Array2;
 
     use super::UNetWeights;
-    use crate::kernel::dispatch::{Isa, with_cap};
+    use crate::kernel::dispatch::on_every_path;
 
     /// The map (and the distances under it) is the same bit for bit on
     /// every path of `kernel::dispatch`: its row passes are exact integer
@@ -515,22 +515,18 @@ mod tests {
             mask.slice_mut(ndarray::s![r..(r + side).min(97), c..(c + side).min(131)])
                 .fill(true);
         }
-        let run = |isa: Option<Isa>| {
-            let (map32, map64) = with_cap(isa, || {
-                let map32 = UNetWeights::new().for_mask::<f32, _>(&mask).unwrap();
-                let map64 = UNetWeights::new()
-                    .sigma(3.0)
-                    .for_mask::<f64, _>(&mask)
-                    .unwrap();
-                (map32, map64)
-            });
+        let (widest, capped) = on_every_path(|| {
+            let map32 = UNetWeights::new().for_mask::<f32, _>(&mask).unwrap();
+            let map64 = UNetWeights::new()
+                .sigma(3.0)
+                .for_mask::<f64, _>(&mask)
+                .unwrap();
             let bits = map32.iter().map(|w| u64::from(w.to_bits()));
             bits.chain(map64.iter().map(|w| w.to_bits()))
                 .collect::<Vec<_>>()
-        };
-        let widest = run(None);
-        for isa in [Isa::Avx2, Isa::Baseline] {
-            assert!(widest == run(Some(isa)), "{isa:?}");
+        });
+        for (isa, capped) in capped {
+            assert!(widest == capped, "{isa:?}");
         }
     }
 }

@@ -73,7 +73,7 @@ static CAP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// and no other test changing the cap meanwhile. Tests that do not cap
 /// may run under it: every path gives the same bits.
 #[cfg(test)]
-pub(crate) fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
+fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
     use std::sync::atomic::Ordering::SeqCst;
     let _lock = CAP_LOCK
         .lock()
@@ -90,13 +90,34 @@ pub(crate) fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The level [`run`] uses now (for the tests that compare the paths).
+/// The level [`run`] uses now.
 #[cfg(test)]
-pub(crate) fn in_use() -> Isa {
+fn in_use() -> Isa {
     #[cfg(target_arch = "x86_64")]
     return level();
     #[cfg(not(target_arch = "x86_64"))]
     Isa::Baseline
+}
+
+/// For the tests that compare the paths: `f()` on the widest path this CPU
+/// has, then capped at AVX2 and at the baseline, each under [`with_cap`]
+/// and checked to run at the level asked for (a cap that did nothing
+/// would pass as agreement). Returns the widest result and the capped ones
+/// with their caps.
+#[cfg(test)]
+pub(crate) fn on_every_path<R>(f: impl Fn() -> R) -> (R, Vec<(Isa, R)>) {
+    let (widest_isa, widest) = with_cap(None, || (in_use(), f()));
+    let capped = [Isa::Avx2, Isa::Baseline]
+        .into_iter()
+        .map(|isa| {
+            let result = with_cap(Some(isa), || {
+                assert_eq!(in_use(), widest_isa.min(isa));
+                f()
+            });
+            (isa, result)
+        })
+        .collect();
+    (widest, capped)
 }
 
 /// What this CPU has, without a cap.

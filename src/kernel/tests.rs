@@ -140,19 +140,13 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
 /// loops vectorise.
 #[test]
 fn every_dispatch_path_is_bit_identical() {
-    use super::dispatch::{Isa, in_use, with_cap};
     // Two classes, and three to five for the softmax losses' other class
     // counts (fixed up to four, see `with_classes!`).
     let [n, _, h, _] = SHAPE;
     for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
-        let (widest_isa, widest) = with_cap(None, || {
-            (in_use(), (results::<f32>(shape), results::<f64>(shape)))
-        });
-        for isa in [Isa::Avx2, Isa::Baseline] {
-            let capped = with_cap(Some(isa), || {
-                assert_eq!(in_use(), widest_isa.min(isa));
-                (results::<f32>(shape), results::<f64>(shape))
-            });
+        let (widest, capped) =
+            super::dispatch::on_every_path(|| (results::<f32>(shape), results::<f64>(shape)));
+        for (_, capped) in capped {
             assert_same(&widest.0, &capped.0);
             assert_same(&widest.1, &capped.1);
         }
