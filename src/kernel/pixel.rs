@@ -11,8 +11,8 @@ use ndarray::{ArrayRef, Dimension, Zip};
 
 use super::{
     ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
-    staged_sum, staged2_sum, weight_ok, zip_sum, zip_sum_write, zip3_sum, zip3_sum_write, zip4_sum,
-    zip4_sum_write, zip5_sum_write,
+    staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum, zip3_sum_into,
+    zip3_sum_write, zip4_sum_into, zip4_sum_write_into, zip5_sum_write_into,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
@@ -52,9 +52,9 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     /// Whether form `F` splits off two first stages that depend on the
     /// input alone: `s = stage_in(x)` (the `exp` of the logistic losses)
     /// and `t = stage2_in(s)` (their logarithm). The kernel then computes
-    /// each stage for a chunk of elements in a loop of its own and the rest
-    /// in a last one, which shortens the dependency chain per element that
-    /// the CPU has to overlap (in-cache BCE on logits: about a quarter
+    /// each stage for a piece of [`STAGE`](super::STAGE) elements in a loop
+    /// of its own and the rest in a last one, which shortens the dependency
+    /// chain per element that the CPU has to overlap (in-cache BCE on logits: about a quarter
     /// faster with the first stage, a fifth more with the second). The
     /// loss without the gradient stages the first only: its last loop has
     /// no division to overlap, and five operands kept it from vectorising.
@@ -153,12 +153,13 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y]| staged_sum(
+                    |[x, y]| staged_lanes(
                         x,
                         #[inline(always)]
                         |x| e.stage_in::<F>(x),
                         #[inline(always)]
-                        |r, s| zip3_sum(
+                        |r, s, lanes| zip3_sum_into(
+                            lanes,
                             &x[r.clone()],
                             &y[r],
                             s,
@@ -197,12 +198,13 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y, w]| staged_sum(
+                    |[x, y, w]| staged_lanes(
                         x,
                         #[inline(always)]
                         |x| e.stage_in::<F>(x),
                         #[inline(always)]
-                        |r, s| zip4_sum(
+                        |r, s, lanes| zip4_sum_into(
+                            lanes,
                             &x[r.clone()],
                             &y[r.clone()],
                             &w[r],
@@ -275,14 +277,15 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y], g| staged2_sum(
+                    |[x, y], g| staged2_lanes(
                         x,
                         #[inline(always)]
                         |x| e.stage_in::<F>(x),
                         #[inline(always)]
                         |s| e.stage2_in::<F>(s),
                         #[inline(always)]
-                        |r, s, t| zip4_sum_write(
+                        |r, s, t, lanes| zip4_sum_write_into(
+                            lanes,
                             &x[r.clone()],
                             &y[r.clone()],
                             s,
@@ -336,14 +339,15 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y, w], g| staged2_sum(
+                    |[x, y, w], g| staged2_lanes(
                         x,
                         #[inline(always)]
                         |x| e.stage_in::<F>(x),
                         #[inline(always)]
                         |s| e.stage2_in::<F>(s),
                         #[inline(always)]
-                        |r, s, t| zip5_sum_write(
+                        |r, s, t, lanes| zip5_sum_write_into(
+                            lanes,
                             &x[r.clone()],
                             &y[r.clone()],
                             &w[r.clone()],
