@@ -730,10 +730,7 @@ pub(crate) fn staged_sum<A: Float, const K: usize>(
     let mut start = 0;
     while start < x.len() {
         let end = (start + CHUNK).min(x.len());
-        let staged = &mut buffer[..end - start];
-        for (s, &x) in staged.iter_mut().zip(&x[start..end]) {
-            *s = stage(x);
-        }
+        let staged = stage_into(&mut buffer, &x[start..end], &stage);
         let (sums, good) = body(start..end, staged);
         for (t, s) in total.iter_mut().zip(sums) {
             *t += s;
@@ -742,6 +739,16 @@ pub(crate) fn staged_sum<A: Float, const K: usize>(
         start = end;
     }
     (total, ok)
+}
+
+/// `stage(x)` of each element of `x`, into the front of `buffer`.
+#[inline(always)]
+fn stage_into<'b, A: Float>(buffer: &'b mut [A], x: &[A], stage: &impl Fn(A) -> A) -> &'b [A] {
+    let staged = &mut buffer[..x.len()];
+    for (s, &x) in staged.iter_mut().zip(x) {
+        *s = stage(x);
+    }
+    staged
 }
 
 /// As [`staged_sum`] for the fused sums, in pieces of [`STAGE`] elements:
@@ -764,10 +771,7 @@ pub(crate) fn staged_lanes<A: Float, const K: usize>(
         let mut start = chunk;
         while start < chunk_end {
             let end = (start + STAGE).min(chunk_end);
-            let staged = &mut buffer[..end - start];
-            for (s, &x) in staged.iter_mut().zip(&x[start..end]) {
-                *s = stage(x);
-            }
+            let staged = stage_into(&mut buffer, &x[start..end], &stage);
             body(start..end, staged, &mut lanes);
             start = end;
         }

@@ -54,10 +54,11 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     /// and `t = stage2_in(s)` (their logarithm). The kernel then computes
     /// each stage for a piece of [`STAGE`](super::STAGE) elements in a loop
     /// of its own and the rest in a last one, which shortens the dependency
-    /// chain per element that the CPU has to overlap (in-cache BCE on logits: about a quarter
-    /// faster with the first stage, a fifth more with the second). The
-    /// loss without the gradient stages the first only: its last loop has
-    /// no division to overlap, and five operands kept it from vectorising.
+    /// chain per element that the CPU has to overlap (in-cache BCE on
+    /// logits: about a quarter faster with the first stage, a fifth more
+    /// with the second). The loss without the gradient stages the first
+    /// only: its last loop has no division to overlap, and five operands
+    /// kept it from vectorising.
     #[inline(always)]
     fn staged<const F: usize>(&self) -> bool {
         false
