@@ -41,7 +41,8 @@ pub(crate) const CHUNK: usize = 512;
 /// pieces, the CPU still has the other operands' loads in flight while it
 /// computes. BCE `loss_grad` at 2^24 `f32`, AVX-512: 1.62–1.68 ns per
 /// element with pieces of 512, 1.34–1.37 with 128; 64 and 256 were
-/// slower. In cache it costs 2–10 %.
+/// slower. In cache it costs 2–4 % (the loss alone 10 %, most of which
+/// the fault flags of [`Lanes`] won back).
 pub(crate) const STAGE: usize = 128;
 /// Independent accumulators within a chunk (breaks the add dependency chain
 /// and shortens each partial sum to `CHUNK / LANES` terms). Also the width
@@ -532,8 +533,9 @@ pub(crate) fn chunked_sum<A: Float, const K: usize>(
 /// type, 0 or 1 (a compare mask then stays in the lane width of the
 /// arithmetic, where a `bool` per lane would be packed to bytes every
 /// group; set by a select, one blend, where a count took three vector
-/// operations: BCE `loss` in cache 7 % faster, `loss_grad` 3 %). A chunk may be added in pieces (the staged loops do), as long
-/// as every piece but its last is made of whole groups.
+/// operations: BCE `loss` in cache 7 % faster, `loss_grad` 3 %). A chunk
+/// may be added in pieces (the staged loops do), as long as every piece
+/// but its last is made of whole groups.
 pub(crate) struct Lanes<A, const K: usize> {
     sums: [[A; LANES]; K],
     bad: [A; LANES],
@@ -567,6 +569,10 @@ impl<A: Float, const K: usize> Lanes<A, K> {
 /// slices should have
 /// equal lengths (the callers get them from arrays of one shape); the
 /// elements of a longer slice beyond the shortest are ignored.
+///
+/// `fn name / name_into(..)` defines both forms: `name` sums whole slices,
+/// `name_into` adds one piece of a chunk to the chunk's [`Lanes`] (the
+/// staged loops' form); `fn name_into(..)` defines the second alone.
 macro_rules! fused_sum {
     (
         $(#[$doc:meta])*
