@@ -4,7 +4,7 @@ use ndarray::{ArrayRef, Dimension};
 
 use crate::error::check_param;
 use crate::kernel::Domain;
-use crate::kernel::math::Logistic;
+use crate::kernel::math::{Fma, Logistic};
 use crate::kernel::pixel::{self, Elementwise};
 use crate::loss::{binary_input, finite_result, param_as};
 use crate::{Float, Input, Loss, Reduction, Result};
@@ -184,13 +184,13 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
     }
 
     #[inline(always)]
-    fn stage_in<const F: usize>(&self, x: A) -> A {
-        Logistic::stage(x)
+    fn stage_in<const F: usize>(&self, x: A, fma: Fma) -> A {
+        Logistic::stage(x, fma)
     }
 
     #[inline(always)]
-    fn stage2_in<const F: usize>(&self, s: A) -> A {
-        Logistic::softplus_stage(s)
+    fn stage2_in<const F: usize>(&self, s: A, fma: Fma) -> A {
+        Logistic::softplus_stage(s, fma)
     }
 
     #[inline(always)]

@@ -12,22 +12,13 @@ pub(crate) mod sealed {
 
     /// Implemented for `f32` and `f64` only.
     pub trait Sealed: Copy {
-        /// `e^x`, a few ulp from `exp`, branch-free (vectorises).
-        fn fast_exp(self) -> Self;
         /// `ln(x)`, a few ulp from `ln`, branch-free (vectorises).
         fn fast_ln(self) -> Self;
         /// `ln(1 + x)`, a few ulp from `ln_1p`, branch-free (vectorises).
         fn fast_ln_1p(self) -> Self;
-        /// `ln(1 + x)` for `x` in `[0, 1]` only (the softplus of `-|z|` for
-        /// `x = e^-|z|`), cheaper than [`Sealed::fast_ln_1p`].
-        fn ln_1p_unit(self) -> Self;
     }
 
     impl Sealed for f32 {
-        #[inline(always)]
-        fn fast_exp(self) -> Self {
-            math::exp_f32(self)
-        }
         #[inline(always)]
         fn fast_ln(self) -> Self {
             math::ln_f32(self)
@@ -36,17 +27,9 @@ pub(crate) mod sealed {
         fn fast_ln_1p(self) -> Self {
             math::ln_1p_f32(self)
         }
-        #[inline(always)]
-        fn ln_1p_unit(self) -> Self {
-            math::ln_1p_unit_f32(self)
-        }
     }
 
     impl Sealed for f64 {
-        #[inline(always)]
-        fn fast_exp(self) -> Self {
-            math::exp_f64(self)
-        }
         #[inline(always)]
         fn fast_ln(self) -> Self {
             math::ln_f64(self)
@@ -54,10 +37,6 @@ pub(crate) mod sealed {
         #[inline(always)]
         fn fast_ln_1p(self) -> Self {
             math::ln_1p_f64(self)
-        }
-        #[inline(always)]
-        fn ln_1p_unit(self) -> Self {
-            math::ln_1p_unit_f64(self)
         }
     }
 }

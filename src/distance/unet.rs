@@ -7,7 +7,7 @@ use super::nearest::{
 };
 use super::{Connectivity, check_spacing, label_components, row_major};
 use crate::error::check_param;
-use crate::kernel::math::exp_f64;
+use crate::kernel::math::{Fma, exp_f64};
 use crate::{Error, Float, Result};
 
 /// The class-balancing term `w_c(x)` of the U-Net weight map.
@@ -455,7 +455,7 @@ fn fill_weights<A: Float>(w: &mut [A], l: &[u32], p: &[Pair], terms: Terms, ever
             continue;
         }
         for a in arg.iter_mut() {
-            *a = exp_f64(*a);
+            *a = exp_f64(*a, Fma::Off);
         }
         for (((w, &l), p), &e) in w.iter_mut().zip(l).zip(p).zip(&arg) {
             *w = terms.weight(l, if keep(l, p) { e } else { 0.0 });
@@ -480,7 +480,7 @@ fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], terms: Terms) {
                     *a = terms.exponent(f64::from(p.d1), f64::from(p.d2));
                 }
                 for a in arg.iter_mut() {
-                    *a = exp_f64(*a);
+                    *a = exp_f64(*a, Fma::Off);
                 }
             },
         );

@@ -2,18 +2,24 @@
 //!
 //! The crate is built for the baseline target (SSE2 on x86-64: 128-bit
 //! vectors). [`run`] calls its closure either directly or, on an x86-64 CPU
-//! with AVX2 or AVX-512, from a `#[target_feature]` function, into which
-//! the closure (and the `#[inline(always)]` loop bodies it calls) is
-//! inlined and compiled again with 256- or 512-bit vectors: two or four
-//! times the lanes per instruction for the compute-bound sigmoid/softmax
-//! loops.
+//! with AVX2 and FMA or with AVX-512, from a `#[target_feature]` function,
+//! into which the closure (and the `#[inline(always)]` loop bodies it
+//! calls) is inlined and compiled again with 256- or 512-bit vectors: two
+//! or four times the lanes per instruction for the compute-bound
+//! sigmoid/softmax loops. Every loop fixes its lanes and the order of its
+//! operations explicitly, and LLVM may not reassociate floating-point
+//! arithmetic (nor fuse a multiply and an add on its own), so a wider
+//! vector only does the same operations at once: the results of [`run`]
+//! are the same bit for bit on every path.
 //!
-//! No FMA: a fused multiply-add rounds once where the portable code rounds
-//! twice, so it would change the results (LLVM never fuses on its own, and
-//! the kernels do not call `mul_add`). So every path is bit-identical:
-//! every loop fixes its lanes and the order of its operations explicitly,
-//! and LLVM may not reassociate floating-point arithmetic, so a wider
-//! vector only does the same operations at once.
+//! [`run_fma`] also tells its closure whether the path has FMA
+//! ([`Fma::On`] on both wide paths, [`Fma::Off`] on the baseline), a
+//! constant once inlined. The pixel kernel's logistic stages (the `exp` and
+//! the logarithm of BCE, weighted BCE and the shape-aware loss on logits)
+//! fuse their polynomials' multiply-adds with it: about 8 % of BCE's
+//! `loss_grad` at 2^24 `f32` and 17 % in cache. Those losses' results then
+//! differ in the last bits between the baseline and the two wide paths,
+//! which agree with each other bit for bit. Everything else stays unfused.
 //!
 //! `SEGLOSS_MAX_ISA` (read once, at the first call) caps the level:
 //! `baseline`, `avx2` or `avx512`, as oneDNN's `ONEDNN_MAX_CPU_ISA` does.
@@ -22,15 +28,17 @@
 #[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use super::math::Fma;
+
 /// The vector extensions [`run`] compiles its closure for, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Isa {
     /// The build's target: SSE2 on x86-64.
     Baseline = 1,
-    /// AVX2 (256-bit vectors).
+    /// AVX2 and FMA (256-bit vectors).
     Avx2 = 2,
-    /// AVX-512 F, VL, DQ and BW (512-bit vectors).
+    /// AVX-512 F, VL, DQ and BW, and FMA (512-bit vectors).
     Avx512 = 3,
 }
 
@@ -70,10 +78,11 @@ static TEST_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(
 static CAP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `f()` with [`run`] using at most `isa` (`None`: the detected level),
-/// and no other test changing the cap meanwhile. Tests that do not cap
-/// may run under it: every path gives the same bits.
+/// and no other test changing the cap meanwhile. A test that compares two
+/// passes bit for bit runs under it (with `None`): the losses that fuse
+/// their multiply-adds on the wide paths give other bits on the baseline.
 #[cfg(test)]
-fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
     use std::sync::atomic::Ordering::SeqCst;
     let _lock = CAP_LOCK
         .lock()
@@ -92,7 +101,7 @@ fn with_cap<R>(isa: Option<Isa>, f: impl FnOnce() -> R) -> R {
 
 /// The level [`run`] uses now.
 #[cfg(test)]
-fn in_use() -> Isa {
+pub(crate) fn in_use() -> Isa {
     #[cfg(target_arch = "x86_64")]
     return level();
     #[cfg(not(target_arch = "x86_64"))]
@@ -127,9 +136,12 @@ fn detect() -> Isa {
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512dq")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("fma")
     {
         Isa::Avx512
-    } else if std::arch::is_x86_feature_detected!("avx2") {
+    } else if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
         Isa::Avx2
     } else {
         Isa::Baseline
@@ -166,42 +178,55 @@ fn level() -> Isa {
 /// compiled inside the dispatched function; what is not inlined runs at
 /// the baseline either way. The result is the same on every path.
 #[inline(always)]
-#[allow(unsafe_code)]
 pub(crate) fn run<R>(f: impl FnOnce() -> R) -> R {
+    run_fma(
+        #[inline(always)]
+        |_| f(),
+    )
+}
+
+/// As [`run`], telling `f` whether the path has FMA: [`Fma::On`] on the
+/// wide paths, [`Fma::Off`] on the baseline. The result of an `f` that
+/// passes it to [`Fma::mul_add`] is the same on the two wide paths and
+/// may differ from the baseline's in the last bits.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(crate) fn run_fma<R>(f: impl FnOnce(Fma) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     match level() {
-        // SAFETY: `avx512` requires AVX-512 F, VL, DQ and BW, which
+        // SAFETY: `avx512` requires AVX-512 F, VL, DQ and BW and FMA, which
         // `detect` found at run time (a cap only lowers the level).
         Isa::Avx512 => return unsafe { avx512(f) },
-        // SAFETY: `avx2` requires AVX2, which `detect` found at run time.
+        // SAFETY: `avx2` requires AVX2 and FMA, which `detect` found at
+        // run time.
         Isa::Avx2 => return unsafe { avx2(f) },
         Isa::Baseline => {}
     }
-    f()
+    f(Fma::Off)
 }
 
-/// `f()`, compiled with AVX2 enabled.
+/// `f(Fma::On)`, compiled with AVX2 and FMA enabled.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<R>(f: impl FnOnce(Fma) -> R) -> R {
+    f(Fma::On)
 }
 
-/// `f()`, compiled with AVX-512 enabled.
+/// `f(Fma::On)`, compiled with AVX-512 and FMA enabled.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512 F, VL, DQ and BW.
+/// The CPU must support AVX-512 F, VL, DQ and BW, and FMA.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
-unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,fma")]
+unsafe fn avx512<R>(f: impl FnOnce(Fma) -> R) -> R {
+    f(Fma::On)
 }
 
 #[cfg(test)]

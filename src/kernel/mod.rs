@@ -31,7 +31,7 @@ use ndarray::{ArrayRef, Dimension};
 
 use crate::error::unravel;
 use crate::{Error, Float};
-use math::select;
+use math::{Fma, select};
 
 /// Elements per partial sum in the element type.
 pub(crate) const CHUNK: usize = 512;
@@ -106,20 +106,21 @@ fn add_part<const K: usize>(total: &mut ([f64; K], bool), (sums, good): ([f64; K
 
 /// Splits the slices (of equal lengths; a longer one is cut to the
 /// shortest) into [`BLOCK`]-sized blocks, sums each with `block` (run
-/// through [`dispatch::run`], in parallel above [`PARALLEL_MIN`] elements
-/// with the `rayon` feature) and adds the block sums in block order.
-/// `block` should be an `#[inline(always)]` closure.
+/// through [`dispatch::run_fma`], whose [`Fma`] it is given, in parallel
+/// above [`PARALLEL_MIN`] elements with the `rayon` feature) and adds the
+/// block sums in block order. `block` should be an `#[inline(always)]`
+/// closure.
 #[inline(always)]
 pub(crate) fn blocked_sum<A: Float, const K: usize, const N: usize>(
     inputs: [&[A]; N],
-    block: impl Fn([&[A]; N]) -> ([f64; K], bool) + Sync,
+    block: impl Fn(Fma, [&[A]; N]) -> ([f64; K], bool) + Sync,
 ) -> ([f64; K], bool) {
     let n = inputs.iter().map(|s| s.len()).min().unwrap_or(0);
     let part = |b: usize| {
         let range = b * BLOCK..((b + 1) * BLOCK).min(n);
-        dispatch::run(
+        dispatch::run_fma(
             #[inline(always)]
-            || block(inputs.map(|s| &s[range.clone()])),
+            |fma| block(fma, inputs.map(|s| &s[range.clone()])),
         )
     };
     let blocks = n.div_ceil(BLOCK);
@@ -137,13 +138,13 @@ pub(crate) fn blocked_sum<A: Float, const K: usize, const N: usize>(
 pub(crate) fn blocked_sum_write<A: Float, const K: usize, const N: usize>(
     inputs: [&[A]; N],
     out: &mut [A],
-    block: impl Fn([&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
+    block: impl Fn(Fma, [&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
 ) -> ([f64; K], bool) {
     blocked_sum_write_at(
         inputs,
         out,
         #[inline(always)]
-        |_, inputs, out| block(inputs, out),
+        |fma, _, inputs, out| block(fma, inputs, out),
     )
 }
 
@@ -153,7 +154,7 @@ pub(crate) fn blocked_sum_write<A: Float, const K: usize, const N: usize>(
 pub(crate) fn blocked_sum_write_at<A: Float, const K: usize, const N: usize>(
     inputs: [&[A]; N],
     out: &mut [A],
-    block: impl Fn(usize, [&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
+    block: impl Fn(Fma, usize, [&[A]; N], &mut [A]) -> ([f64; K], bool) + Sync,
 ) -> ([f64; K], bool) {
     let n = inputs
         .iter()
@@ -164,9 +165,9 @@ pub(crate) fn blocked_sum_write_at<A: Float, const K: usize, const N: usize>(
     let out = &mut out[..n];
     let part = |(b, out): (usize, &mut [A])| {
         let range = b * BLOCK..b * BLOCK + out.len();
-        dispatch::run(
+        dispatch::run_fma(
             #[inline(always)]
-            || block(b, inputs.map(|s| &s[range.clone()]), out),
+            |fma| block(fma, b, inputs.map(|s| &s[range.clone()]), out),
         )
     };
     #[cfg(feature = "rayon")]

@@ -9,10 +9,11 @@
 
 use ndarray::{ArrayRef, Dimension, Zip};
 
+use super::math::Fma;
 use super::{
-    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, finite, grad_matches,
-    staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum, zip3_sum_into,
-    zip3_sum_write, zip4_sum_into, zip4_sum_write_into, zip5_sum_write_into,
+    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, dispatch, finite,
+    grad_matches, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum,
+    zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into, zip5_sum_write_into,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
@@ -73,16 +74,19 @@ pub(crate) trait Elementwise<A: Float>: Sync {
         false
     }
 
-    /// The first stage of form `F` (only called when `staged::<F>()`).
+    /// The first stage of form `F` (only called when `staged::<F>()`),
+    /// its multiply-adds fused as `fma` says.
     #[inline(always)]
-    fn stage_in<const F: usize>(&self, x: A) -> A {
+    fn stage_in<const F: usize>(&self, x: A, fma: Fma) -> A {
+        let _ = fma;
         x
     }
 
     /// The second stage of form `F`, from `s = stage_in(x)` (only called
     /// when `staged::<F>()`).
     #[inline(always)]
-    fn stage2_in<const F: usize>(&self, s: A) -> A {
+    fn stage2_in<const F: usize>(&self, s: A, fma: Fma) -> A {
+        let _ = fma;
         s
     }
 
@@ -92,6 +96,30 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A) -> (A, A) {
         let _ = (s, t);
         self.value_grad_in::<F>(x, y)
+    }
+
+    /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` as the slice paths compute it:
+    /// through the stages when `F` is staged. The strided paths call this,
+    /// so that their results are the slice paths' bit for bit.
+    #[inline(always)]
+    fn value_grad_as_sliced<const F: usize>(&self, x: A, y: A, fma: Fma) -> (A, A) {
+        if self.staged::<F>() {
+            let s = self.stage_in::<F>(x, fma);
+            self.value_grad_staged_in::<F>(x, y, s, self.stage2_in::<F>(s, fma))
+        } else {
+            self.value_grad_in::<F>(x, y)
+        }
+    }
+
+    /// `ℓ(x, y)` in form `F` as the slice paths compute it (see
+    /// [`Elementwise::value_grad_as_sliced`]).
+    #[inline(always)]
+    fn value_as_sliced<const F: usize>(&self, x: A, y: A, fma: Fma) -> A {
+        if self.staged::<F>() {
+            self.value_grad_as_sliced::<F>(x, y, fma).0
+        } else {
+            self.value_in::<F>(x, y)
+        }
     }
 }
 
@@ -106,6 +134,15 @@ macro_rules! with_form {
             $body
         }
     };
+}
+
+/// The strided paths' `pass`, run through [`dispatch::run_fma`] as the
+/// slice paths' blocks are, so that a staged loss fuses (or not) as they
+/// do and gives their results bit for bit (inlined there, `Zip`'s loops
+/// also get the path's FMA instructions).
+#[inline(always)]
+fn strided<R>(pass: impl FnOnce(Fma) -> R) -> R {
+    dispatch::run_fma(pass)
 }
 
 /// Shape and emptiness checks shared by both entry points.
@@ -154,10 +191,10 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y]| staged_lanes(
+                    |fma, [x, y]| staged_lanes(
                         x,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x),
+                        |x| e.stage_in::<F>(x, fma),
                         #[inline(always)]
                         |r, s, lanes| zip3_sum_into(
                             lanes,
@@ -166,7 +203,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             s,
                             #[inline(always)]
                             move |x, y, s| (
-                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s)).0],
+                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma)).0],
                                 accepts.check(x, y)
                             )
                         )
@@ -176,7 +213,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y]| zip_sum(
+                    |_, [x, y]| zip_sum(
                         x,
                         y,
                         #[inline(always)]
@@ -184,25 +221,25 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            None => {
+            None => strided(|fma| {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
-                Zip::from(input).and(target).for_each(|&x, &y| {
-                    acc.add([e.value(x, y)]);
+                with_form!(e, F => Zip::from(input).and(target).for_each(|&x, &y| {
+                    acc.add([e.value_as_sliced::<F>(x, y, fma)]);
                     ok &= accepts.check(x, y);
-                });
+                }));
                 (acc.finish(), ok)
-            }
+            }),
         },
         Some(weights) => match common_slices([input, target, weights]) {
             Some(slices) => with_form!(e, F => if e.staged::<F>() {
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y, w]| staged_lanes(
+                    |fma, [x, y, w]| staged_lanes(
                         x,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x),
+                        |x| e.stage_in::<F>(x, fma),
                         #[inline(always)]
                         |r, s, lanes| zip4_sum_into(
                             lanes,
@@ -212,7 +249,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             s,
                             #[inline(always)]
                             move |x, y, w, s| (
-                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s)).0],
+                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma)).0],
                                 accepts.check(x, y) & weight_ok(w)
                             )
                         )
@@ -222,7 +259,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 blocked_sum(
                     slices,
                     #[inline(always)]
-                    |[x, y, w]| zip3_sum(
+                    |_, [x, y, w]| zip3_sum(
                         x,
                         y,
                         w,
@@ -231,18 +268,18 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            None => {
+            None => strided(|fma| {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
-                Zip::from(input)
-                    .and(target)
-                    .and(weights)
-                    .for_each(|&x, &y, &w| {
-                        acc.add([w * e.value(x, y)]);
-                        ok &= accepts.check(x, y) & weight_ok(w);
-                    });
+                with_form!(e, F => Zip::from(input)
+                .and(target)
+                .and(weights)
+                .for_each(|&x, &y, &w| {
+                    acc.add([w * e.value_as_sliced::<F>(x, y, fma)]);
+                    ok &= accepts.check(x, y) & weight_ok(w);
+                }));
                 (acc.finish(), ok)
-            }
+            }),
         },
     };
     if ok {
@@ -278,12 +315,12 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y], g| staged2_lanes(
+                    |fma, [x, y], g| staged2_lanes(
                         x,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x),
+                        |x| e.stage_in::<F>(x, fma),
                         #[inline(always)]
-                        |s| e.stage2_in::<F>(s),
+                        |s| e.stage2_in::<F>(s, fma),
                         #[inline(always)]
                         |r, s, t, lanes| zip4_sum_write_into(
                             lanes,
@@ -306,7 +343,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y], g| zip_sum_write(
+                    |_, [x, y], g| zip_sum_write(
                         x,
                         y,
                         g,
@@ -319,20 +356,20 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            _ => {
+            _ => strided(|fma| {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
-                Zip::from(input)
-                    .and(target)
-                    .and(grad)
-                    .for_each(|&x, &y, g| {
-                        let (v, d) = e.value_grad(x, y);
-                        *g = scale * d;
-                        acc.add([v]);
-                        ok &= accepts.check(x, y) & finite(*g);
-                    });
+                with_form!(e, F => Zip::from(input)
+                .and(target)
+                .and(&mut *grad)
+                .for_each(|&x, &y, g| {
+                    let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
+                    *g = scale * d;
+                    acc.add([v]);
+                    ok &= accepts.check(x, y) & finite(*g);
+                }));
                 (acc.finish(), ok)
-            }
+            }),
         },
         Some(weights) => match (common_slices([input, target, weights]), g_fast) {
             (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
@@ -340,12 +377,12 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y, w], g| staged2_lanes(
+                    |fma, [x, y, w], g| staged2_lanes(
                         x,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x),
+                        |x| e.stage_in::<F>(x, fma),
                         #[inline(always)]
-                        |s| e.stage2_in::<F>(s),
+                        |s| e.stage2_in::<F>(s, fma),
                         #[inline(always)]
                         |r, s, t, lanes| zip5_sum_write_into(
                             lanes,
@@ -373,7 +410,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     slices,
                     g,
                     #[inline(always)]
-                    |[x, y, w], g| zip3_sum_write(
+                    |_, [x, y, w], g| zip3_sum_write(
                         x,
                         y,
                         w,
@@ -391,21 +428,21 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            _ => {
+            _ => strided(|fma| {
                 let mut acc = ChunkedSum::new();
                 let mut ok = true;
-                Zip::from(input)
-                    .and(target)
-                    .and(weights)
-                    .and(grad)
-                    .for_each(|&x, &y, &w, g| {
-                        let (v, d) = e.value_grad(x, y);
-                        *g = scale * w * d;
-                        acc.add([w * v]);
-                        ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
-                    });
+                with_form!(e, F => Zip::from(input)
+                .and(target)
+                .and(weights)
+                .and(&mut *grad)
+                .for_each(|&x, &y, &w, g| {
+                    let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
+                    *g = scale * w * d;
+                    acc.add([w * v]);
+                    ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
+                }));
                 (acc.finish(), ok)
-            }
+            }),
         },
     };
     if ok {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ndarray::{ArrayRef, Axis, Dimension, Zip};
 
-use super::math::{Logistic, select};
+use super::math::{Fma, Logistic, select};
 use super::softmax::{
     self, Classes, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax, with_classes,
 };
@@ -189,7 +189,7 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
         Some(slices) if STAGED => blocked_sum(
             slices,
             #[inline(always)]
-            |[x, y]| {
+            |_, [x, y]| {
                 let mut buffer = [A::zero(); CHUNK];
                 let mut bad = 0u32;
                 let (sums, _) = staged_sum(
@@ -216,7 +216,7 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
         Some(slices) => blocked_sum(
             slices,
             #[inline(always)]
-            |[x, y]| {
+            |_, [x, y]| {
                 let mut bad = 0u32;
                 let mut total = [0.0; K];
                 for (x, y) in x.chunks(CHUNK).zip(y.chunks(CHUNK)) {
@@ -312,7 +312,7 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let domain = activation.domain();
     let mut out = vec![[0.0; K]; layout.count];
     let ok = if activation == Activation::Sigmoid {
-        let stage = |x: A| Logistic::stage(x);
+        let stage = |x: A| Logistic::stage(x, Fma::Off);
         let finish = |x: A, e: A| Logistic::sigmoid_from_stage(x, e);
         elementwise_sums::<_, _, K, true>(layout, input, target, &stage, &finish, &term, &mut out)
     } else {
@@ -577,13 +577,13 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
         slices,
         g,
         #[inline(always)]
-        |b, [xb, yb], gb| {
+        |_, b, [xb, yb], gb| {
             let mut buffer = [A::zero(); CHUNK];
             let mut bad = 0u32;
             let mut signs = signs;
             let (sums, _) = staged_sum(
                 xb,
-                Logistic::stage,
+                |x| Logistic::stage(x, Fma::Off),
                 #[inline(always)]
                 |r, e| {
                     // By value: behind the captured reference, the
@@ -610,7 +610,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                             signs = false;
                             let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
                             for (g, &x) in g.iter_mut().zip(x) {
-                                *g = signed_stage(x, Logistic::stage(x));
+                                *g = signed_stage(x, Logistic::stage(x, Fma::Off));
                             }
                         }
                     } else {
@@ -674,7 +674,7 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
 }
 
 /// The `e^-|x|` format of [`Stage::Logistic`]: `e` with the sign of `x`
-/// (`+` for `-0`, as `Logistic::from_stage` reads it).
+/// (`+` for `-0`, as `Logistic::from_stages` reads it).
 #[inline(always)]
 fn signed_stage<A: Float>(x: A, e: A) -> A {
     select(x >= A::zero(), e, -e)
@@ -706,7 +706,7 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
         [y],
         g,
         #[inline(always)]
-        |b, [y], g| {
+        |_, b, [y], g| {
             let (zero, one) = (A::zero(), A::one());
             let mut bad = 0u32;
             if target_signs[b] {
@@ -722,7 +722,7 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
                 }
             } else {
                 for (g, &y) in g.iter_mut().zip(y) {
-                    // As `Logistic::from_stage`, the sign of `x` from the
+                    // As `Logistic::from_stages`, the sign of `x` from the
                     // stage's.
                     let e = g.abs();
                     let inv = one / (one + e);
@@ -762,7 +762,7 @@ fn group_grad<A: Float, D: Dimension>(
                 slices,
                 g,
                 #[inline(always)]
-                |[x, y], g| {
+                |_, [x, y], g| {
                     zip_sum_write(
                         x,
                         y,

@@ -31,7 +31,7 @@ use std::fmt::Debug;
 use ndarray::{ArrayRef, Dimension};
 
 use super::{LANES, dispatch, sum_lanes};
-use crate::kernel::math::{exp_neg, select};
+use crate::kernel::math::{Fma, exp_neg, select};
 use crate::{Error, Float, Result};
 
 // Every loop over a chunk's positions below (and in the losses) writes to
@@ -653,7 +653,7 @@ impl<A: Float, K: Classes> Softmax<A, K> {
             for k in 0..L {
                 // `x - max ≤ 0`: the `exp` for non-positive arguments
                 // (bit for bit the general one, with fewer instructions).
-                e[k] = exp_neg(xc[k] - max[k]);
+                e[k] = exp_neg(xc[k] - max[k], Fma::Off);
                 sum[k] += e[k];
             }
             *p = e;

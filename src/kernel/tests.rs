@@ -1,9 +1,15 @@
 //! The kernels' execution paths give bit-identical results: the AVX-512
-//! and AVX2 dispatch against the portable code, and (with the `rayon`
-//! feature) the parallel blocks against the serial ones and across thread
-//! counts.
+//! and AVX2 dispatch against each other and, but for the losses that fuse
+//! their multiply-adds there, against the portable code; and (with the
+//! `rayon` feature) the parallel blocks against the serial ones and across
+//! thread counts.
+//!
+//! The tests that compare two passes bit for bit run under
+//! [`with_cap`], so that the dispatch test's caps (seen by every thread)
+//! cannot change the path between the two.
 
 use super::BLOCK;
+use super::dispatch::{Isa, with_cap};
 use ndarray::{Array4, ShapeBuilder};
 
 use crate::{
@@ -54,11 +60,15 @@ where
     let mut fortran = Array4::<A>::zeros(shape.f());
     fortran.assign(&logits);
     let mut out = Vec::new();
-    let mut record = |name: &str, value: A, grad: &Array4<A>| {
+    // The gradient of a `loss_grad` (none for a `loss`).
+    let mut record = |name: &str, value: A, grad: Option<&Array4<A>>| {
         out.push((
             name.to_string(),
             value.as_f64().to_bits(),
-            grad.iter().map(|g| g.as_f64().to_bits()).collect(),
+            grad.iter()
+                .flat_map(|g| g.iter())
+                .map(|g| g.as_f64().to_bits())
+                .collect(),
         ));
     };
     let mut grad = Array4::<A>::zeros(shape);
@@ -66,9 +76,9 @@ where
         ($name:expr, $loss:expr, $x:expr, $y:expr) => {{
             let loss = $loss;
             let value = loss.loss($x, $y).unwrap();
-            record(concat!($name, "/loss"), value, &grad);
+            record(concat!($name, "/loss"), value, None);
             let value = loss.loss_grad($x, $y, &mut grad).unwrap();
-            record(concat!($name, "/loss_grad"), value, &grad);
+            record(concat!($name, "/loss_grad"), value, Some(&grad));
         }};
     }
     both!("bce", BinaryCrossEntropy::new(), &logits, &target);
@@ -117,11 +127,11 @@ where
     let value = shape_aware
         .loss_with_weights(&logits, &target, &weights)
         .unwrap();
-    record("shape_aware/loss", value, &grad);
+    record("shape_aware/loss", value, None);
     let value = shape_aware
         .loss_grad_with_weights(&logits, &target, &weights, &mut grad)
         .unwrap();
-    record("shape_aware/loss_grad", value, &grad);
+    record("shape_aware/loss_grad", value, Some(&grad));
     out
 }
 
@@ -133,22 +143,69 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
     }
 }
 
+/// The losses of [`results`] whose logistic stages fuse their
+/// multiply-adds on the wide paths (`dispatch::run_fma`).
+const FUSED: [&str; 4] = ["bce/", "bce_strided/", "wbce/", "shape_aware/"];
+
+/// As [`assert_same`] for a pass with FMA (`a`) and one without (`b`):
+/// the losses of [`FUSED`] within a few ulps of the element type (`eps`),
+/// with at least one difference among them (else the wide path did not
+/// fuse); the rest bit for bit.
+fn assert_same_but_fused(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)], eps: f64) {
+    assert_eq!(a.len(), b.len());
+    let mut fused_differ = false;
+    let mut worst = [0.0f64; 2];
+    for ((name, va, ga), (_, vb, gb)) in a.iter().zip(b) {
+        if !FUSED.iter().any(|f| name.starts_with(f)) {
+            assert_eq!(va, vb, "{name}: the values differ");
+            assert!(ga == gb, "{name}: the gradients differ");
+            continue;
+        }
+        fused_differ |= va != vb || ga != gb;
+        // In units of `eps` relative to the larger magnitude.
+        let ulps = |a: u64, b: u64| {
+            let (a, b) = (f64::from_bits(a), f64::from_bits(b));
+            (a - b).abs() / (eps * a.abs().max(b.abs()).max(f64::MIN_POSITIVE))
+        };
+        worst[0] = worst[0].max(ulps(*va, *vb));
+        for (&p, &q) in ga.iter().zip(gb) {
+            worst[1] = worst[1].max(ulps(p, q));
+        }
+    }
+    let [values, grads] = worst;
+    eprintln!("fused against unfused: values within {values:.2} eps, gradients {grads:.2} eps");
+    assert!(fused_differ, "no loss of {FUSED:?} changed with FMA");
+    assert!(worst[0] <= 16.0, "values differ by {} eps", worst[0]);
+    assert!(
+        worst[1] <= 8.0,
+        "gradient elements differ by {} eps",
+        worst[1]
+    );
+}
+
 /// The one test of the losses that caps the dispatch (a cap seen by every
-/// test thread; the paths agree, so no other test can fail by it): the
-/// widest path this CPU has, AVX2 and the baseline give the same bits.
-/// Meaningful in an optimised build (`cargo test --release`), where the
-/// loops vectorise.
+/// test thread; the tests that compare passes bit for bit hold the lock of
+/// [`with_cap`]): the widest path this CPU has and AVX2 give the same bits,
+/// and the baseline too, but for the losses that fuse their multiply-adds
+/// on the wide paths, which it gives within a few ulps. Meaningful in an
+/// optimised build (`cargo test --release`), where the loops vectorise.
 #[test]
-fn every_dispatch_path_is_bit_identical() {
+fn dispatch_paths_agree() {
     // Two classes, and three to five for the softmax losses' other class
     // counts (fixed up to four, see `with_classes!`).
     let [n, _, h, _] = SHAPE;
     for shape in [SHAPE, [n, 3, h, 37], [n, 4, h, 37], [n, 5, h, 37]] {
         let (widest, capped) =
             super::dispatch::on_every_path(|| (results::<f32>(shape), results::<f64>(shape)));
-        for (_, capped) in capped {
-            assert_same(&widest.0, &capped.0);
-            assert_same(&widest.1, &capped.1);
+        let wide = with_cap(None, super::dispatch::in_use) > Isa::Baseline;
+        for (isa, capped) in capped {
+            if wide && isa == Isa::Baseline {
+                assert_same_but_fused(&widest.0, &capped.0, f64::from(f32::EPSILON));
+                assert_same_but_fused(&widest.1, &capped.1, f64::EPSILON);
+            } else {
+                assert_same(&widest.0, &capped.0);
+                assert_same(&widest.1, &capped.1);
+            }
         }
     }
 }
@@ -165,12 +222,14 @@ fn fixed_and_run_time_class_counts_are_bit_identical() {
 /// Asserts that every loss gives the same bits on inputs of `shape` with
 /// `switch(true)` as with `switch(false)` (left so).
 fn assert_switch_changes_nothing(shape: [usize; 4], switch: fn(bool)) {
-    let off = (results::<f32>(shape), results::<f64>(shape));
-    switch(true);
-    let on = (results::<f32>(shape), results::<f64>(shape));
-    switch(false);
-    assert_same(&off.0, &on.0);
-    assert_same(&off.1, &on.1);
+    with_cap(None, || {
+        let off = (results::<f32>(shape), results::<f64>(shape));
+        switch(true);
+        let on = (results::<f32>(shape), results::<f64>(shape));
+        switch(false);
+        assert_same(&off.0, &on.0);
+        assert_same(&off.1, &on.1);
+    });
 }
 
 #[cfg(feature = "rayon")]
@@ -183,15 +242,17 @@ fn parallel_blocks_match_serial_for_any_thread_count() {
             .unwrap();
         pool.install(|| (results::<f32>(LARGE), results::<f64>(LARGE)))
     };
-    let two = in_pool(2);
-    let one = in_pool(1);
-    super::force_serial(true);
-    let serial = (results::<f32>(LARGE), results::<f64>(LARGE));
-    super::force_serial(false);
-    for other in [&one, &serial] {
-        assert_same(&two.0, &other.0);
-        assert_same(&two.1, &other.1);
-    }
+    with_cap(None, || {
+        let two = in_pool(2);
+        let one = in_pool(1);
+        super::force_serial(true);
+        let serial = (results::<f32>(LARGE), results::<f64>(LARGE));
+        super::force_serial(false);
+        for other in [&one, &serial] {
+            assert_same(&two.0, &other.0);
+            assert_same(&two.1, &other.1);
+        }
+    });
 }
 
 /// BCE's element function without its staged form, for the test below.
@@ -222,6 +283,8 @@ impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for
 /// Splitting off the `exp` into a loop of its own (`Elementwise::staged`)
 /// changes the schedule, not the arithmetic: the staged pass gives the
 /// unstaged one's value and gradient bit for bit, with and without weights.
+/// On the baseline: the unstaged form does not fuse its multiply-adds, and
+/// the staged one does on the wide paths.
 fn staged_matches_unstaged<A: Float>() {
     use super::pixel::{Elementwise, loss, loss_grad};
     let [logits, _, target, weights, _] = data::<A>(SHAPE);
@@ -252,8 +315,10 @@ fn staged_matches_unstaged<A: Float>() {
 
 #[test]
 fn staged_and_unstaged_passes_are_bit_identical() {
-    staged_matches_unstaged::<f32>();
-    staged_matches_unstaged::<f64>();
+    with_cap(Some(Isa::Baseline), || {
+        staged_matches_unstaged::<f32>();
+        staged_matches_unstaged::<f64>();
+    });
 }
 
 /// A configured loss's `loss_grad`, unwrapped.
