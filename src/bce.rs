@@ -194,9 +194,9 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
     }
 
     #[inline(always)]
-    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A) -> (A, A) {
+    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A, fma: Fma) -> (A, A) {
         let l = Logistic::from_stages(x, s, t);
-        self.logits_value_grad(l, y)
+        self.logits_value_grad(l, y, fma)
     }
 
     /// Branch-free in each form (the vectorisable `fast_*` functions and
@@ -220,7 +220,7 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
             let grad = neg / (one - p) - pos / p;
             (value, if low | high { A::zero() } else { grad })
         } else {
-            self.logits_value_grad(Logistic::of(x), y)
+            self.logits_value_grad(Logistic::of(x), y, Fma::Off)
         }
     }
 }
@@ -228,11 +228,11 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
 impl<A: Float> BceElement<A> {
     /// The logits form's `(ℓ, ∂ℓ/∂x)` from the logistic quantities of `x`.
     #[inline(always)]
-    fn logits_value_grad(&self, l: Logistic<A>, y: A) -> (A, A) {
+    fn logits_value_grad(&self, l: Logistic<A>, y: A, fma: Fma) -> (A, A) {
         let pos = self.beta * y;
         let neg = A::one() - y;
-        let value = pos * l.softplus_neg + neg * l.softplus_pos;
-        let grad = neg * l.sigma - pos * l.sigma_c;
+        let value = fma.mul_add(pos, l.softplus_neg, neg * l.softplus_pos);
+        let grad = fma.mul_add(neg, l.sigma, -(pos * l.sigma_c));
         (value, grad)
     }
 }

@@ -93,8 +93,8 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` from `s = stage_in(x)` and
     /// `t = stage2_in(s)` (only called when `staged::<F>()`).
     #[inline(always)]
-    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A) -> (A, A) {
-        let _ = (s, t);
+    fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A, fma: Fma) -> (A, A) {
+        let _ = (s, t, fma);
         self.value_grad_in::<F>(x, y)
     }
 
@@ -105,7 +105,7 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     fn value_grad_as_sliced<const F: usize>(&self, x: A, y: A, fma: Fma) -> (A, A) {
         if self.staged::<F>() {
             let s = self.stage_in::<F>(x, fma);
-            self.value_grad_staged_in::<F>(x, y, s, self.stage2_in::<F>(s, fma))
+            self.value_grad_staged_in::<F>(x, y, s, self.stage2_in::<F>(s, fma), fma)
         } else {
             self.value_grad_in::<F>(x, y)
         }
@@ -203,7 +203,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             s,
                             #[inline(always)]
                             move |x, y, s| (
-                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma)).0],
+                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
                                 accepts.check(x, y)
                             )
                         )
@@ -249,7 +249,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                             s,
                             #[inline(always)]
                             move |x, y, w, s| (
-                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma)).0],
+                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
                                 accepts.check(x, y) & weight_ok(w)
                             )
                         )
@@ -331,7 +331,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                             &mut g[r],
                             #[inline(always)]
                             move |x, y, s, t| {
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t);
+                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                                 let d = scale * d;
                                 ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
                             }
@@ -394,7 +394,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                             &mut g[r],
                             #[inline(always)]
                             move |x, y, w, s, t| {
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t);
+                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                                 let d = scale * w * d;
                                 (
                                     [w * v],
