@@ -17,7 +17,9 @@
 //! or (with the `rayon` feature, above `PARALLEL_MIN` elements) in
 //! parallel, with the same result either way; and every block, like every
 //! softmax tile, runs through [`dispatch::run`], which uses AVX2 or AVX-512
-//! where the CPU has them, with results bit-identical to the baseline code.
+//! where the CPU has them, with results bit-identical to the baseline code
+//! (but for the pixel kernel's logistic stages, which fuse their
+//! multiply-adds there: see [`dispatch`]).
 
 pub(crate) mod dispatch;
 pub(crate) mod math;

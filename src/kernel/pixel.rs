@@ -91,7 +91,9 @@ pub(crate) trait Elementwise<A: Float>: Sync {
     }
 
     /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` from `s = stage_in(x)` and
-    /// `t = stage2_in(s)` (only called when `staged::<F>()`).
+    /// `t = stage2_in(s)` (only called when `staged::<F>()`), fusing as
+    /// the stages did. The unstaged forms never fuse: on the wide paths
+    /// they differ from this in the last bits.
     #[inline(always)]
     fn value_grad_staged_in<const F: usize>(&self, x: A, y: A, s: A, t: A, fma: Fma) -> (A, A) {
         let _ = (s, t, fma);
