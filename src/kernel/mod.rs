@@ -717,13 +717,6 @@ fused_sum! {
     fn zip4_sum_write_into(x, y, w, v; g) -> (d)
 }
 
-fused_sum! {
-    /// Adds `K` quantities of `term(x, y, w, v, u) = (values, d, valid)`
-    /// over a piece of a chunk of five slices to the chunk's `lanes`, and
-    /// writes each `d` into `g`.
-    fn zip5_sum_write_into(x, y, w, v, u; g) -> (d)
-}
-
 /// Sums `K` quantities over a block in [`CHUNK`]-sized pieces, where each
 /// piece `range` of the operands comes with the values `stage(x)` of its
 /// part of `x`, computed first in a loop of their own: `body(range, staged)`
