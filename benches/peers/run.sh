@@ -43,6 +43,9 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 echo "== build (not timed)"
 cargo bench --bench peers --no-run
+# The build's output on disk before any timing: the kernel's writeback of
+# it (and of the inputs, which the bench syncs) would share the cores.
+sync
 
 echo "== machine"
 grep -m1 'model name' /proc/cpuinfo || true
