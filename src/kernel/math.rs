@@ -26,7 +26,11 @@
 //!   non-positive number), where the reduction is a single select.
 //!
 //! Every function is generic-free per type (`f32`, `f64`); the generic code
-//! reaches them through the sealed methods of [`Float`].
+//! reaches them through the sealed methods of [`Float`], or through
+//! [`exp_neg`] and [`ln_1p_unit`]. Those two (and the `exp`s) take an
+//! [`Fma`]: with [`Fma::On`] their polynomials' multiply-adds round once,
+//! which the tests check to the same 2 ulp; with [`Fma::Off`] they round
+//! as the code reads.
 
 use crate::Float;
 

@@ -6,6 +6,12 @@
 //! reference, they were loaded again for every vector, since LLVM could
 //! not tell that the gradient's stores do not alias them (BCE `loss_grad`:
 //! 15.6 → 14.4 instructions per element).
+//!
+//! The strided paths (operands without one common memory order) run
+//! through [`dispatch::run_fma`] too, and compute a staged loss through
+//! its stages ([`Elementwise::value_grad_as_sliced`]), so that they fuse
+//! the multiply-adds as the slice paths do and give their results bit for
+//! bit.
 
 use ndarray::{ArrayRef, Dimension, Zip};
 
@@ -143,15 +149,6 @@ macro_rules! with_form {
     };
 }
 
-/// The strided paths' `pass`, run through [`dispatch::run_fma`] as the
-/// slice paths' blocks are, so that a staged loss fuses (or not) as they
-/// do and gives their results bit for bit (inlined there, `Zip`'s loops
-/// also get the path's FMA instructions).
-#[inline(always)]
-fn strided<R>(pass: impl FnOnce(Fma) -> R) -> R {
-    dispatch::run_fma(pass)
-}
-
 /// Shape and emptiness checks shared by both entry points.
 fn check<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
@@ -228,15 +225,19 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            None => strided(|fma| {
-                let mut acc = ChunkedSum::new();
-                let mut ok = true;
-                with_form!(e, F => Zip::from(input).and(target).for_each(|&x, &y| {
-                    acc.add([e.value_as_sliced::<F>(x, y, fma)]);
-                    ok &= accepts.check(x, y);
-                }));
-                (acc.finish(), ok)
-            }),
+            None => dispatch::run_fma(
+                #[inline(always)]
+                |fma| {
+                    let mut acc = ChunkedSum::new();
+                    let mut ok = true;
+                    let zip = Zip::from(input).and(target);
+                    with_form!(e, F => zip.for_each(|&x, &y| {
+                        acc.add([e.value_as_sliced::<F>(x, y, fma)]);
+                        ok &= accepts.check(x, y);
+                    }));
+                    (acc.finish(), ok)
+                },
+            ),
         },
         Some(weights) => match common_slices([input, target, weights]) {
             Some(slices) => with_form!(e, F => if e.staged::<F>() {
@@ -275,18 +276,19 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            None => strided(|fma| {
-                let mut acc = ChunkedSum::new();
-                let mut ok = true;
-                with_form!(e, F => Zip::from(input)
-                .and(target)
-                .and(weights)
-                .for_each(|&x, &y, &w| {
-                    acc.add([w * e.value_as_sliced::<F>(x, y, fma)]);
-                    ok &= accepts.check(x, y) & weight_ok(w);
-                }));
-                (acc.finish(), ok)
-            }),
+            None => dispatch::run_fma(
+                #[inline(always)]
+                |fma| {
+                    let mut acc = ChunkedSum::new();
+                    let mut ok = true;
+                    let zip = Zip::from(input).and(target).and(weights);
+                    with_form!(e, F => zip.for_each(|&x, &y, &w| {
+                        acc.add([w * e.value_as_sliced::<F>(x, y, fma)]);
+                        ok &= accepts.check(x, y) & weight_ok(w);
+                    }));
+                    (acc.finish(), ok)
+                },
+            ),
         },
     };
     if ok {
@@ -363,20 +365,21 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            _ => strided(|fma| {
-                let mut acc = ChunkedSum::new();
-                let mut ok = true;
-                with_form!(e, F => Zip::from(input)
-                .and(target)
-                .and(&mut *grad)
-                .for_each(|&x, &y, g| {
-                    let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
-                    *g = scale * d;
-                    acc.add([v]);
-                    ok &= accepts.check(x, y) & finite(*g);
-                }));
-                (acc.finish(), ok)
-            }),
+            _ => dispatch::run_fma(
+                #[inline(always)]
+                |fma| {
+                    let mut acc = ChunkedSum::new();
+                    let mut ok = true;
+                    let zip = Zip::from(input).and(target).and(grad);
+                    with_form!(e, F => zip.for_each(|&x, &y, g| {
+                        let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
+                        *g = scale * d;
+                        acc.add([v]);
+                        ok &= accepts.check(x, y) & finite(*g);
+                    }));
+                    (acc.finish(), ok)
+                },
+            ),
         },
         Some(weights) => match (common_slices([input, target, weights]), g_fast) {
             (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
@@ -433,21 +436,21 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     )
                 )
             }),
-            _ => strided(|fma| {
-                let mut acc = ChunkedSum::new();
-                let mut ok = true;
-                with_form!(e, F => Zip::from(input)
-                .and(target)
-                .and(weights)
-                .and(&mut *grad)
-                .for_each(|&x, &y, &w, g| {
-                    let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
-                    *g = scale * w * d;
-                    acc.add([w * v]);
-                    ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
-                }));
-                (acc.finish(), ok)
-            }),
+            _ => dispatch::run_fma(
+                #[inline(always)]
+                |fma| {
+                    let mut acc = ChunkedSum::new();
+                    let mut ok = true;
+                    let zip = Zip::from(input).and(target).and(weights).and(grad);
+                    with_form!(e, F => zip.for_each(|&x, &y, &w, g| {
+                        let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
+                        *g = scale * w * d;
+                        acc.add([w * v]);
+                        ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
+                    }));
+                    (acc.finish(), ok)
+                },
+            ),
         },
     };
     if ok {
