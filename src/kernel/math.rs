@@ -344,30 +344,32 @@ pub(crate) fn ln_1p_f64(x: f64) -> f64 {
 
 // ----------------------------------------------------------- logistic ---
 
-/// `e^x` for `x ≤ 0` (or NaN) in the element type: [`exp_neg_f32`] or
-/// [`exp_neg_f64`]. The sealed `Float` carries the general `exp` only, so
-/// the type is told apart here; the test and the casts are identities that
-/// fold away once `A` is known.
+/// `f32_fn(v)` or `f64_fn(v)`, whichever is `A`'s: the test and the casts
+/// are identities that fold away once `A` is known. (The per-type
+/// functions that take an [`Fma`] are reached through here, not through
+/// the sealed `Float`, whose methods' signatures are public.)
 #[inline(always)]
-pub(crate) fn exp_neg<A: Float>(x: A, fma: Fma) -> A {
+fn per_type<A: Float>(v: A, f32_fn: impl Fn(f32) -> f32, f64_fn: impl Fn(f64) -> f64) -> A {
     let out = if size_of::<A>() == size_of::<f32>() {
-        x.to_f32().map(|x| exp_neg_f32(x, fma)).and_then(A::from)
+        v.to_f32().map(f32_fn).and_then(A::from)
     } else {
-        x.to_f64().map(|x| exp_neg_f64(x, fma)).and_then(A::from)
+        v.to_f64().map(f64_fn).and_then(A::from)
     };
     out.unwrap_or_else(A::nan)
 }
 
+/// `e^x` for `x ≤ 0` (or NaN) in the element type: [`exp_neg_f32`] or
+/// [`exp_neg_f64`].
+#[inline(always)]
+pub(crate) fn exp_neg<A: Float>(x: A, fma: Fma) -> A {
+    per_type(x, |x| exp_neg_f32(x, fma), |x| exp_neg_f64(x, fma))
+}
+
 /// `ln(1 + e)` for `e ∈ [0, 1]` (or NaN) in the element type:
-/// [`ln_1p_unit_f32`] or [`ln_1p_unit_f64`] (see [`exp_neg`]).
+/// [`ln_1p_unit_f32`] or [`ln_1p_unit_f64`].
 #[inline(always)]
 pub(crate) fn ln_1p_unit<A: Float>(e: A, fma: Fma) -> A {
-    let out = if size_of::<A>() == size_of::<f32>() {
-        e.to_f32().map(|e| ln_1p_unit_f32(e, fma)).and_then(A::from)
-    } else {
-        e.to_f64().map(|e| ln_1p_unit_f64(e, fma)).and_then(A::from)
-    };
-    out.unwrap_or_else(A::nan)
+    per_type(e, |e| ln_1p_unit_f32(e, fma), |e| ln_1p_unit_f64(e, fma))
 }
 
 /// The sigmoid of `x` and the quantities the losses need with it, from one
