@@ -31,8 +31,9 @@ def main():
     rounds = sys.argv[1:]
     if not rounds:
         sys.exit(__doc__)
-    ratios = {}  # (case, peer) -> ratio per round
-    per_element = {}  # (case, peer) -> (segloss ns/el, peer ns/el) per round
+    # (case, peer) -> (segloss ns/el, peer ns/el) per round; the ratio of
+    # the median times is the ratio of these.
+    per_element = {}
     for r in rounds:
         ours, theirs = load(r)
         for result in theirs:
@@ -40,20 +41,20 @@ def main():
             case = result["case"]
             if timing is None or case not in ours:
                 continue
-            key = (case, result["peer"])
-            mine = ours[case]["segloss"]["median_s"]
             elements = ours[case]["elements"]
-            ratios.setdefault(key, []).append(timing["median_s"] / mine)
-            per_element.setdefault(key, []).append(
-                (1e9 * mine / elements, 1e9 * timing["median_s"] / elements)
+            per_element.setdefault((case, result["peer"]), []).append(
+                (
+                    1e9 * ours[case]["segloss"]["median_s"] / elements,
+                    1e9 * timing["median_s"] / elements,
+                )
             )
     n = len(rounds)
     print(f"peer / segloss, ratio of the median wall-clock times, {n} rounds:")
     print()
     print("| case | peer | segloss ns/el (rounds) | peer ns/el (rounds) | ratio per round | median | range |")
     print("|---|---|---|---|---|---:|---|")
-    for (case, peer), rs in ratios.items():
-        ns = per_element[(case, peer)]
+    for (case, peer), ns in per_element.items():
+        rs = [b / a for a, b in ns]
         ours = ", ".join(f"{a:.2f}" for a, _ in ns)
         theirs = ", ".join(f"{b:.1f}" for _, b in ns)
         each = ", ".join(f"{r:.2f}" for r in rs)
