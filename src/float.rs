@@ -16,6 +16,15 @@ pub(crate) mod sealed {
         fn fast_ln(self) -> Self;
         /// `ln(1 + x)`, a few ulp from `ln_1p`, branch-free (vectorises).
         fn fast_ln_1p(self) -> Self;
+        /// `self` with the highest bit of its exponent set where `flag`.
+        /// That bit is 0 in every value of magnitude below 2, so
+        /// [`take_flag`](Self::take_flag) gives such a value back exactly;
+        /// what it holds in between is bits, not a number to compute with.
+        fn with_flag(self, flag: bool) -> Self;
+        /// Whether [`with_flag`](Self::with_flag) set the bit, as 1 or 0,
+        /// and `self` with it cleared. (Arithmetic on the bits: a `bool`
+        /// made into 1 or 0 by a select became a table lookup, gathered.)
+        fn take_flag(self) -> (Self, Self);
     }
 
     impl Sealed for f32 {
@@ -27,6 +36,16 @@ pub(crate) mod sealed {
         fn fast_ln_1p(self) -> Self {
             math::ln_1p_f32(self)
         }
+        #[inline(always)]
+        fn with_flag(self, flag: bool) -> Self {
+            f32::from_bits(self.to_bits() | (u32::from(flag) << 30))
+        }
+        #[inline(always)]
+        fn take_flag(self) -> (Self, Self) {
+            let (bits, flag) = (self.to_bits(), 1 << 30);
+            let one = ((bits >> 30) & 1) * 1.0f32.to_bits();
+            (f32::from_bits(one), f32::from_bits(bits & !flag))
+        }
     }
 
     impl Sealed for f64 {
@@ -37,6 +56,16 @@ pub(crate) mod sealed {
         #[inline(always)]
         fn fast_ln_1p(self) -> Self {
             math::ln_1p_f64(self)
+        }
+        #[inline(always)]
+        fn with_flag(self, flag: bool) -> Self {
+            f64::from_bits(self.to_bits() | (u64::from(flag) << 62))
+        }
+        #[inline(always)]
+        fn take_flag(self) -> (Self, Self) {
+            let (bits, flag) = (self.to_bits(), 1 << 62);
+            let one = ((bits >> 62) & 1) * 1.0f64.to_bits();
+            (f64::from_bits(one), f64::from_bits(bits & !flag))
         }
     }
 }

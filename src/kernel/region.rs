@@ -506,13 +506,17 @@ pub(crate) fn write_grad_after<A: Float, D: Dimension, C: Sync>(
 pub(crate) enum Stage {
     /// Per block of the blocked sums ([`super::BLOCK`] elements), what its
     /// elements hold:
-    /// - `false`: `e^-|x|` with the sign of `x`;
-    /// - `true` (every target of the block is 0 or 1, and `∂L/∂p` does not
-    ///   depend on `p`): `σ(x)·σ(-x)`, negated where the target is 1 (`-0`
-    ///   for a product of 0). Pass 2 then reads neither the input nor the
-    ///   target, and divides nothing: it scales each element by its
-    ///   target's `∂L/∂p`.
-    Logistic { target_signs: Vec<bool> },
+    /// - `binary[b]` false: `e^-|x|` with the sign of `x`;
+    /// - `binary[b]` (every target of the block is 0 or 1) and `flagged`
+    ///   (`∂L/∂p` depends on `p`): the same, its target in the highest
+    ///   exponent bit (`e^-|x| <= 1`, whose bit is 0: see
+    ///   `Sealed::with_flag`). Pass 2 then reads neither the input nor the
+    ///   target;
+    /// - `binary[b]` and not `flagged`: `σ(x)·σ(-x)`, negated where the
+    ///   target is 1 (`-0` for a product of 0). Pass 2 then reads neither
+    ///   the input nor the target, and divides nothing: it scales each
+    ///   element by its target's `∂L/∂p`.
+    Logistic { binary: Vec<bool>, flagged: bool },
     /// `p`, negated where the target is 1 (`-0` for a `p` of 0). When
     /// `binary` (every target is 0 or 1) those signs are the targets, and
     /// pass 2 does not read them: it then moves as much memory as
@@ -524,12 +528,12 @@ pub(crate) enum Stage {
 /// be) what pass 2 needs of the input, for [`write_grad_from_stage`]: pass
 /// 2 then neither reads the input nor recomputes the `exp`s. For the
 /// softmax that is `p` ([`Stage::Softmax`]), when `scratch` is in standard
-/// layout; for the sigmoid, `e^-|x|` or, where `∂L/∂p` does not read `p`
-/// (`!dp_reads_p`) and the targets are 0 or 1, `σ(x)·σ(-x)`
-/// ([`Stage::Logistic`]), when the layout has one group and the three
-/// arrays one memory order. `None` (and
-/// `scratch` untouched) where it does not apply: the caller then takes
-/// [`sums`] and [`write_grad`].
+/// layout; for the sigmoid, `e^-|x|` (flagged with binary targets) or,
+/// where `∂L/∂p` does not read `p` (`!dp_reads_p`) and the targets are 0
+/// or 1, `σ(x)·σ(-x)` ([`Stage::Logistic`]), when the layout has one group
+/// and the three arrays one memory order. `None` (and `scratch` untouched)
+/// where it does not apply: the caller then takes [`sums`] and
+/// [`write_grad`].
 fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
@@ -544,23 +548,23 @@ fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
                 .map(|(sums, binary)| (sums, Stage::Softmax { binary })),
         ),
         Activation::Sigmoid => {
-            sigmoid_sums_and_stage(layout, input, target, scratch, !dp_reads_p, term)
+            sigmoid_sums_and_stage(layout, input, target, scratch, dp_reads_p, term)
         }
         _ => None,
     }
 }
 
 /// [`sums_and_stage`] for the sigmoid, with the format of
-/// [`Stage::Logistic`] for each block. A block starts in the target-sign
-/// format where `signs` allows it, and at its first target other than 0
-/// or 1 writes what it had staged again in the `e^-|x|` format and keeps
-/// to that.
+/// [`Stage::Logistic`] for each block. A block starts in the binary format
+/// (flagged where `flagged`), and at its first target other than 0 or 1
+/// writes what it had staged again in the `e^-|x|` format and keeps to
+/// that.
 fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     scratch: &mut ArrayRef<A, D>,
-    signs: bool,
+    flagged: bool,
     term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Option<Result<(Vec<[f64; K]>, Stage)>> {
     if layout.groups.by_class() || layout.groups.per_sample || !grad_matches(scratch, input) {
@@ -580,7 +584,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
         |_, b, [xb, yb], gb| {
             let mut buffer = [A::zero(); CHUNK];
             let mut bad = 0u32;
-            let mut signs = signs;
+            let mut binary = true;
             let (sums, _) = staged_sum(
                 xb,
                 |x| Logistic::stage(x, Fma::Off),
@@ -593,21 +597,31 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                     let (x, y, g) = (&xb[r.clone()], &yb[r.clone()], &mut gb[r.clone()]);
                     let p = &mut buffer[..e.len()];
                     let (zero, one) = (A::zero(), A::one());
-                    if signs {
+                    if binary {
                         let mut soft = 0u32;
-                        for ((((p, g), &e), &x), &y) in p.iter_mut().zip(g).zip(e).zip(x).zip(y) {
-                            // `Logistic::sigmoid_from_stage`, and the
-                            // product `σ(x)·σ(-x)` of `write_grad`.
-                            let inv = one / (one + e);
-                            let small = e * inv;
-                            *p = select(x >= zero, inv, small);
-                            let d = inv * small;
-                            *g = select(y == one, -d, d);
-                            soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
-                            bad += u32::from(!thresholds.check(x, y));
+                        let elements = p.iter_mut().zip(g).zip(e).zip(x).zip(y);
+                        if flagged {
+                            for ((((p, g), &e), &x), &y) in elements {
+                                *p = Logistic::sigmoid_from_stage(x, e);
+                                *g = signed_stage(x, e).with_flag(y == one);
+                                soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
+                                bad += u32::from(!thresholds.check(x, y));
+                            }
+                        } else {
+                            for ((((p, g), &e), &x), &y) in elements {
+                                // `Logistic::sigmoid_from_stage`, and the
+                                // product `σ(x)·σ(-x)` of `write_grad`.
+                                let inv = one / (one + e);
+                                let small = e * inv;
+                                *p = select(x >= zero, inv, small);
+                                let d = inv * small;
+                                *g = select(y == one, -d, d);
+                                soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
+                                bad += u32::from(!thresholds.check(x, y));
+                            }
                         }
                         if soft != 0 {
-                            signs = false;
+                            binary = false;
                             let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
                             for (g, &x) in g.iter_mut().zip(x) {
                                 *g = signed_stage(x, Logistic::stage(x, Fma::Off));
@@ -623,13 +637,13 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                     (run_sums(p, y, &term), true)
                 },
             );
-            formats[b].store(signs, Ordering::Relaxed);
+            formats[b].store(binary, Ordering::Relaxed);
             (sums, bad == 0)
         },
     );
-    let target_signs = formats.into_iter().map(AtomicBool::into_inner).collect();
+    let binary = formats.into_iter().map(AtomicBool::into_inner).collect();
     Some(if ok {
-        Ok((vec![sums], Stage::Logistic { target_signs }))
+        Ok((vec![sums], Stage::Logistic { binary, flagged }))
     } else {
         Err(sums_fault(domain, input, target))
     })
@@ -667,8 +681,8 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
                 Err(grad_fault())
             }
         }
-        Stage::Logistic { target_signs } => {
-            sigmoid_grad_from_stage(&target_signs, target, grad, &coefficients[0], dp)
+        Stage::Logistic { binary, flagged } => {
+            sigmoid_grad_from_stage(&binary, flagged, target, grad, &coefficients[0], dp)
         }
     }
 }
@@ -681,12 +695,14 @@ fn signed_stage<A: Float>(x: A, e: A) -> A {
 }
 
 /// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
-/// element with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`, from `±e^-|x|` or,
-/// in the blocks where `target_signs` says so, from `±σ(x)·σ(-x)` (see
-/// [`Stage::Logistic`]; `dp` is then given a NaN for `σ(x)`, which it
-/// does not read).
+/// element with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`, from `±e^-|x|`
+/// (and `y` from the target or, in the blocks where `binary` says so and
+/// `flagged`, from the flag) or, in the binary blocks when not `flagged`,
+/// from `±σ(x)·σ(-x)` (see [`Stage::Logistic`]; `dp` is then given a NaN
+/// for `σ(x)`, which it does not read).
 fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
-    target_signs: &[bool],
+    binary: &[bool],
+    flagged: bool,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficient: &C,
@@ -699,46 +715,63 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     let (Some([y]), Some(g)) = (common_slices([target]), grad.as_slice_memory_order_mut()) else {
         return Err(fault);
     };
-    if target_signs.len() != g.len().div_ceil(BLOCK) {
+    if binary.len() != g.len().div_ceil(BLOCK) {
         return Err(fault);
     }
+    let (zero, one) = (A::zero(), A::one());
     let ([], ok) = blocked_sum_write_at(
         [y],
         g,
         #[inline(always)]
         |_, b, [y], g| {
-            let (zero, one) = (A::zero(), A::one());
             let mut bad = 0u32;
-            if target_signs[b] {
-                // The coefficient per target, once for the block.
-                let (d0, d1) = (
-                    dp(A::nan(), zero, coefficient),
-                    dp(A::nan(), one, coefficient),
-                );
-                for g in g.iter_mut() {
-                    let d = select(g.is_sign_negative(), d1, d0) * g.abs();
-                    *g = d;
-                    bad += u32::from(!finite(d));
+            match (binary[b], flagged) {
+                (true, false) => {
+                    // The coefficient per target, once for the block.
+                    let (d0, d1) = (
+                        dp(A::nan(), zero, coefficient),
+                        dp(A::nan(), one, coefficient),
+                    );
+                    for g in g.iter_mut() {
+                        let d = select(g.is_sign_negative(), d1, d0) * g.abs();
+                        *g = d;
+                        bad += u32::from(!finite(d));
+                    }
                 }
-            } else {
-                for (g, &y) in g.iter_mut().zip(y) {
-                    // As `Logistic::from_stages`, the sign of `x` from the
-                    // stage's.
-                    let e = g.abs();
-                    let inv = one / (one + e);
-                    let small = e * inv;
-                    let negative = g.is_sign_negative();
-                    let (sigma, sigma_c) =
-                        (select(negative, small, inv), select(negative, inv, small));
-                    let d = dp(sigma, y, coefficient) * (sigma * sigma_c);
-                    *g = d;
-                    bad += u32::from(!finite(d));
+                (true, true) => {
+                    for g in g.iter_mut() {
+                        let (y, stage) = g.take_flag();
+                        let d = grad_from_exp(stage, y, coefficient, &dp);
+                        *g = d;
+                        bad += u32::from(!finite(d));
+                    }
+                }
+                (false, _) => {
+                    for (g, &y) in g.iter_mut().zip(y) {
+                        let d = grad_from_exp(*g, y, coefficient, &dp);
+                        *g = d;
+                        bad += u32::from(!finite(d));
+                    }
                 }
             }
             ([], bad == 0)
         },
     );
     if ok { Ok(()) } else { Err(fault) }
+}
+
+/// `dp(σ(x), y, coefficient)·σ(x)·σ(-x)` from the `e^-|x|` format of
+/// [`Stage::Logistic`], as `Logistic::from_stages` (the sign of `x` from
+/// the stage's).
+#[inline(always)]
+fn grad_from_exp<A: Float, C>(stage: A, y: A, coefficient: &C, dp: &impl Fn(A, A, &C) -> A) -> A {
+    let one = A::one();
+    let e = stage.abs();
+    let inv = one / (one + e);
+    let small = e * inv;
+    let negative = stage.is_sign_negative();
+    let (sigma, sigma_c) = (select(negative, small, inv), select(negative, inv, small));
+    dp(sigma, y, coefficient) * (sigma * sigma_c)
 }
 
 /// Writes one group's gradient `grad = f(x, y)`.

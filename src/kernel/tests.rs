@@ -397,9 +397,11 @@ where
     assert!(underflows > 1000, "{underflows} underflows");
 }
 
-/// The sigmoid region losses with one group keep `e^-|x|`, signed as `x`,
-/// in the gradient between their passes: checked with binary targets, soft
-/// ones, and logits so large that `e^-|x|` is 0.
+/// The sigmoid region losses with one group keep `e^-|x|`, signed as `x`
+/// (and flagged with binary targets), or `σ(x)·σ(-x)` in the gradient
+/// between their passes: checked with binary targets, soft ones, logits
+/// so large that `e^-|x|` is 0, and logits of 0 (whose flagged `e^-|x|`
+/// of 1 has the bits of +∞).
 fn sigmoid_stage_matches_recomputation<A: Float>()
 where
     DiceLoss: Loss<A>,
@@ -419,10 +421,12 @@ where
     };
     let mixed = flat(target.clone(), 40_000, 0.5);
     let negative_zero = flat(target.clone(), BLOCK + 1000, -0.0);
+    let zeros = logits.mapv(|x| if x.abs() < A::from_f64(0.5) { A::zero() } else { x });
     let losses = [
         ("dice", boxed(DiceLoss::new())),
         ("jaccard", boxed(DiceLoss::new().jaccard(true))),
-        ("dice γ = 2", boxed(DiceLoss::new().gamma(2.0))),
+        ("dice γ = 1", boxed(DiceLoss::new().gamma(1.0))),
+        ("dice γ = 1.5", boxed(DiceLoss::new().gamma(1.5))),
         ("tversky", boxed(TverskyLoss::new())),
         // α = -0: `∂L/∂p = a·y + b` with `b = -0` (and `a < 0`), which is
         // +0 at y = -0 and -0 at y = +0.
@@ -436,6 +440,7 @@ where
             (&extreme, &target),
             (&logits, &mixed),
             (&logits, &negative_zero),
+            (&zeros, &target),
         ],
     );
     // `e^-|x|` underflows to 0 past |x| = 745 in both types.
@@ -445,6 +450,52 @@ where
             n + usize::from(x.abs().as_f64() > 750.0 && y == A::one())
         });
     assert!(underflows > 100, "{underflows} underflows");
+}
+
+/// Which format the sigmoid's pass 1 leaves, per block: with binary
+/// targets the flagged `e^-|x|` where `∂L/∂p` reads `p` (each flag its
+/// target), else `σ(x)·σ(-x)`; the plain `e^-|x|` in a block with a soft
+/// target.
+#[test]
+fn sigmoid_stage_formats() {
+    use super::math::{Fma, Logistic};
+    use super::region::{Activation, Groups, Layout, Stage, sums_for_grad};
+    use crate::float::sealed::Sealed;
+    let [logits, _, target, _, _] = data::<f32>(SHAPE);
+    let groups = Groups {
+        per_sample: false,
+        per_class: false,
+        background: true,
+    };
+    let layout = Layout::new(groups, Activation::Sigmoid, &logits, &target).unwrap();
+    let stage = |target: &Array4<f32>, dp_reads_p: bool, g: &mut Array4<f32>| {
+        let term = |p: f32, y: f32| [p * y, p * p, y * y];
+        let (_, stage) =
+            sums_for_grad(&layout, &logits, target, Some(g), dp_reads_p, term).unwrap();
+        stage.unwrap()
+    };
+    let mut g = Array4::zeros(SHAPE);
+    let flagged = |binary: Vec<bool>| Stage::Logistic {
+        binary,
+        flagged: true,
+    };
+    assert_eq!(stage(&target, true, &mut g), flagged(vec![true, true]));
+    for ((&g, &x), &y) in g.iter().zip(&logits).zip(&target) {
+        let (hot, e) = g.take_flag();
+        let sign = if x >= 0.0 { 1.0 } else { -1.0 };
+        assert_eq!((hot, e), (y, sign * Logistic::stage(x, Fma::Off)));
+    }
+    let soft = {
+        let mut t = target.clone();
+        t.as_slice_mut().unwrap()[BLOCK + 5] = 0.5;
+        t
+    };
+    assert_eq!(stage(&soft, true, &mut g), flagged(vec![true, false]));
+    let product = Stage::Logistic {
+        binary: vec![true, true],
+        flagged: false,
+    };
+    assert_eq!(stage(&target, false, &mut g), product);
 }
 
 #[test]
