@@ -24,7 +24,7 @@ use super::softmax::{
 };
 use super::{
     BLOCK, CHUNK, ChunkedSum, Domain, blocked_sum, blocked_sum_write, blocked_sum_write_at,
-    common_slices, finite, grad_matches, run_sums, staged_sum, zip_sum_write,
+    common_slices, dispatch, finite, grad_matches, run_sums, staged_sum, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -165,8 +165,9 @@ impl Layout {
     }
 }
 
-/// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x))`
-/// the activation. The slice path computes, for a chunk of elements at a
+/// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x,
+/// fma))` the activation (`fma` of the dispatch, so that every path of a
+/// call fuses alike). The slice path computes, for a chunk of elements at a
 /// time, `stage` (the sigmoid's `exp`; skipped without `STAGED`, where `p`
 /// must be `x`), then `p` with the validation, then the sums (by
 /// [`run_sums`]: fused with the rest, the sums were packed across
@@ -179,22 +180,22 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
     domain: Domain,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    stage: &(impl Fn(A) -> A + Sync),
+    stage: &(impl Fn(A, Fma) -> A + Sync),
     finish: &(impl Fn(A, A) -> A + Sync),
     term: &(impl Fn(A, A) -> [A; K] + Sync),
 ) -> ([f64; K], bool) {
     let accepts = domain.thresholds::<A>();
-    let p = |x: A| finish(x, stage(x));
+    let p = |x: A, fma: Fma| finish(x, stage(x, fma));
     match common_slices([input, target]) {
         Some(slices) if STAGED => blocked_sum(
             slices,
             #[inline(always)]
-            |_, [x, y]| {
+            |fma, [x, y]| {
                 let mut buffer = [A::zero(); CHUNK];
                 let mut bad = 0u32;
                 let (sums, _) = staged_sum(
                     x,
-                    stage,
+                    |x| stage(x, fma),
                     #[inline(always)]
                     |r, s| {
                         // By value: behind the captured reference, the
@@ -216,27 +217,30 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
         Some(slices) => blocked_sum(
             slices,
             #[inline(always)]
-            |_, [x, y]| {
+            |fma, [x, y]| {
                 let mut bad = 0u32;
                 let mut total = [0.0; K];
                 for (x, y) in x.chunks(CHUNK).zip(y.chunks(CHUNK)) {
                     for (&x, &y) in x.iter().zip(y) {
                         bad += u32::from(!accepts.check(x, y));
                     }
-                    add(&mut total, run_sums(x, y, |x, y| term(p(x), y)));
+                    add(&mut total, run_sums(x, y, |x, y| term(p(x, fma), y)));
                 }
                 (total, bad == 0)
             },
         ),
-        None => {
-            let mut acc = ChunkedSum::new();
-            let mut ok = true;
-            Zip::from(input).and(target).for_each(|&x, &y| {
-                acc.add(term(p(x), y));
-                ok &= accepts.check(x, y);
-            });
-            (acc.finish(), ok)
-        }
+        None => dispatch::run_fma(
+            #[inline(always)]
+            |fma| {
+                let mut acc = ChunkedSum::new();
+                let mut ok = true;
+                Zip::from(input).and(target).for_each(|&x, &y| {
+                    acc.add(term(p(x, fma), y));
+                    ok &= accepts.check(x, y);
+                });
+                (acc.finish(), ok)
+            },
+        ),
     }
 }
 
@@ -248,7 +252,7 @@ fn elementwise_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    stage: &(impl Fn(A) -> A + Sync),
+    stage: &(impl Fn(A, Fma) -> A + Sync),
     finish: &(impl Fn(A, A) -> A + Sync),
     term: &(impl Fn(A, A) -> [A; K] + Sync),
     out: &mut [[f64; K]],
@@ -312,12 +316,12 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let domain = activation.domain();
     let mut out = vec![[0.0; K]; layout.count];
     let ok = if activation == Activation::Sigmoid {
-        let stage = |x: A| Logistic::stage(x, Fma::Off);
+        let stage = |x: A, fma: Fma| Logistic::stage(x, fma);
         let finish = |x: A, e: A| Logistic::sigmoid_from_stage(x, e);
         elementwise_sums::<_, _, K, true>(layout, input, target, &stage, &finish, &term, &mut out)
     } else {
-        let finish = |x: A, _: A| x;
-        elementwise_sums::<_, _, K, false>(layout, input, target, &|x| x, &finish, &term, &mut out)
+        let (stage, finish) = (|x: A, _: Fma| x, |x: A, _: A| x);
+        elementwise_sums::<_, _, K, false>(layout, input, target, &stage, &finish, &term, &mut out)
     };
     if ok {
         Ok(out)
@@ -581,13 +585,13 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
         slices,
         g,
         #[inline(always)]
-        |_, b, [xb, yb], gb| {
+        |fma, b, [xb, yb], gb| {
             let mut buffer = [A::zero(); CHUNK];
             let mut bad = 0u32;
             let mut binary = true;
             let (sums, _) = staged_sum(
                 xb,
-                |x| Logistic::stage(x, Fma::Off),
+                |x| Logistic::stage(x, fma),
                 #[inline(always)]
                 |r, e| {
                     // By value: behind the captured reference, the
@@ -624,7 +628,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                             binary = false;
                             let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
                             for (g, &x) in g.iter_mut().zip(x) {
-                                *g = signed_stage(x, Logistic::stage(x, Fma::Off));
+                                *g = signed_stage(x, Logistic::stage(x, fma));
                             }
                         }
                     } else {
@@ -780,7 +784,7 @@ fn group_grad<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
-    f: &(impl Fn(A, A) -> A + Sync),
+    f: &(impl Fn(A, A, Fma) -> A + Sync),
 ) -> bool {
     let fast = grad_matches(grad, input);
     let g_fast = if fast {
@@ -795,14 +799,14 @@ fn group_grad<A: Float, D: Dimension>(
                 slices,
                 g,
                 #[inline(always)]
-                |_, [x, y], g| {
+                |fma, [x, y], g| {
                     zip_sum_write(
                         x,
                         y,
                         g,
                         #[inline(always)]
                         |x, y| {
-                            let d = f(x, y);
+                            let d = f(x, y, fma);
                             ([], d, finite(d))
                         },
                     )
@@ -810,13 +814,18 @@ fn group_grad<A: Float, D: Dimension>(
             );
             ok = good;
         }
-        _ => Zip::from(grad)
-            .and(input)
-            .and(target)
-            .for_each(|g, &x, &y| {
-                *g = f(x, y);
-                ok &= finite(*g);
-            }),
+        _ => dispatch::run_fma(
+            #[inline(always)]
+            |fma| {
+                Zip::from(grad)
+                    .and(input)
+                    .and(target)
+                    .for_each(|g, &x, &y| {
+                        *g = f(x, y, fma);
+                        ok &= finite(*g);
+                    })
+            },
+        ),
     }
     ok
 }
@@ -853,13 +862,14 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
             )
         })?
     } else if activation == Activation::Sigmoid {
-        let chained = |x: A, y: A, c: &C| {
-            let l = Logistic::of(x);
-            dp(l.sigma, y, c) * (l.sigma * l.sigma_c)
+        // The arithmetic of pass 2 after a stage.
+        let chained = |x: A, y: A, c: &C, fma: Fma| {
+            grad_from_exp(signed_stage(x, Logistic::stage(x, fma)), y, c, &dp)
         };
         elementwise_grad(layout, input, target, grad, coefficients, &chained)
     } else {
-        elementwise_grad(layout, input, target, grad, coefficients, &dp)
+        let chained = |x: A, y: A, c: &C, _: Fma| dp(x, y, c);
+        elementwise_grad(layout, input, target, grad, coefficients, &chained)
     };
     if ok { Ok(()) } else { Err(grad_fault()) }
 }
@@ -1013,7 +1023,7 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficients: &[C],
-    chained: &(impl Fn(A, A, &C) -> A + Sync),
+    chained: &(impl Fn(A, A, &C, Fma) -> A + Sync),
 ) -> bool {
     if layout.groups.by_class() {
         let mut ok = true;
@@ -1030,7 +1040,7 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
                 .enumerate()
             {
                 match layout.group(n, c).map(|k| &coefficients[k]) {
-                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k)),
+                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y, fma| chained(x, y, k, fma)),
                     None => g.fill(A::zero()),
                 }
             }
@@ -1044,11 +1054,11 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
             .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
             .zip(coefficients)
         {
-            ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k));
+            ok &= group_grad(&x, &y, &mut g, &|x, y, fma| chained(x, y, k, fma));
         }
         ok
     } else {
         let k = &coefficients[0];
-        group_grad(input, target, grad, &|x, y| chained(x, y, k))
+        group_grad(input, target, grad, &|x, y, fma| chained(x, y, k, fma))
     }
 }

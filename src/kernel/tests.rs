@@ -144,8 +144,17 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
 }
 
 /// The losses of [`results`] whose logistic stages fuse their
-/// multiply-adds on the wide paths (`dispatch::run_fma`).
-const FUSED: [&str; 4] = ["bce/", "bce_strided/", "wbce/", "shape_aware/"];
+/// multiply-adds on the wide paths (`dispatch::run_fma`): the pixel
+/// kernel's staged losses and the sigmoid region losses.
+const FUSED: [&str; 7] = [
+    "bce/",
+    "bce_strided/",
+    "wbce/",
+    "shape_aware/",
+    "dice/",
+    "dice_per_class/",
+    "tversky/",
+];
 
 /// As [`assert_same`] for a pass with FMA (`a`) and one without (`b`):
 /// the losses of [`FUSED`] within a few ulps of the element type (`eps`),
@@ -421,7 +430,13 @@ where
     };
     let mixed = flat(target.clone(), 40_000, 0.5);
     let negative_zero = flat(target.clone(), BLOCK + 1000, -0.0);
-    let zeros = logits.mapv(|x| if x.abs() < A::from_f64(0.5) { A::zero() } else { x });
+    let zeros = logits.mapv(|x| {
+        if x.abs() < A::from_f64(0.5) {
+            A::zero()
+        } else {
+            x
+        }
+    });
     let losses = [
         ("dice", boxed(DiceLoss::new())),
         ("jaccard", boxed(DiceLoss::new().jaccard(true))),
@@ -455,9 +470,13 @@ where
 /// Which format the sigmoid's pass 1 leaves, per block: with binary
 /// targets the flagged `e^-|x|` where `∂L/∂p` reads `p` (each flag its
 /// target), else `σ(x)·σ(-x)`; the plain `e^-|x|` in a block with a soft
-/// target.
+/// target. On the baseline, whose `e^-|x|` does not fuse.
 #[test]
 fn sigmoid_stage_formats() {
+    with_cap(Some(Isa::Baseline), sigmoid_stage_formats_unfused);
+}
+
+fn sigmoid_stage_formats_unfused() {
     use super::math::{Fma, Logistic};
     use super::region::{Activation, Groups, Layout, Stage, sums_for_grad};
     use crate::float::sealed::Sealed;
