@@ -560,3 +560,43 @@ fn run_sums_match_buffered_lanes_sums() {
     check::<f32>();
     check::<f64>();
 }
+
+/// `run_sums_into` over the pieces of a chunk (whole groups but the last)
+/// adds each term to lane `i % LANES` of its quantity, `i` its index in
+/// the chunk, in index order: the same bits as that loop, for chunk
+/// lengths around the lane count and up to `CHUNK`, in `f32` and `f64`,
+/// with one to three quantities.
+#[test]
+fn run_sums_into_pieces_add_in_index_order() {
+    use super::{CHUNK, LANES, Lanes, STAGE, run_sums_into, sum_lanes};
+
+    fn check<A: Float>() {
+        for len in (0..=3 * LANES + 1).chain([STAGE + 5, 3 * STAGE, CHUNK - 1, CHUNK]) {
+            let value = |i: usize, k: f64| A::from_f64(0.5 + 0.5 * (k * i as f64 + 0.3).sin());
+            let p: Vec<A> = (0..len).map(|i| value(i, 1.7)).collect();
+            let y: Vec<A> = (0..len).map(|i| value(i, 0.37)).collect();
+            let term = |p: A, y: A| [p * y, p * p + y, y * y - p];
+            let mut lanes = Lanes::<A, 3>::new();
+            for (p, y) in p.chunks(STAGE).zip(y.chunks(STAGE)) {
+                run_sums_into(&mut lanes, p, y, term);
+            }
+            let (sums, good) = lanes.fold();
+            assert!(good);
+            for (q, sum) in sums.iter().enumerate() {
+                let mut reference = [A::zero(); LANES];
+                for (i, (&p, &y)) in p.iter().zip(&y).enumerate() {
+                    reference[i % LANES] += term(p, y)[q];
+                }
+                let expected = sum_lanes(&reference);
+                assert_eq!(sum.to_bits(), expected.to_bits(), "len {len}, quantity {q}");
+            }
+            let mut one = Lanes::<A, 1>::new();
+            for (p, y) in p.chunks(STAGE).zip(y.chunks(STAGE)) {
+                run_sums_into(&mut one, p, y, |p, y| [p * y]);
+            }
+            assert_eq!(one.fold().0[0].to_bits(), sums[0].to_bits(), "len {len}");
+        }
+    }
+    check::<f32>();
+    check::<f64>();
+}
