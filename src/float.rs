@@ -25,6 +25,8 @@ pub(crate) mod sealed {
         /// and `self` with it cleared. (Arithmetic on the bits: a `bool`
         /// made into 1 or 0 by a select became a table lookup, gathered.)
         fn take_flag(self) -> (Self, Self);
+        /// Whether `self` is +0 (not -0): one integer compare of the bits.
+        fn is_positive_zero(self) -> bool;
     }
 
     impl Sealed for f32 {
@@ -46,6 +48,10 @@ pub(crate) mod sealed {
             let one = ((bits >> 30) & 1) * 1.0f32.to_bits();
             (f32::from_bits(one), f32::from_bits(bits & !flag))
         }
+        #[inline(always)]
+        fn is_positive_zero(self) -> bool {
+            self.to_bits() == 0
+        }
     }
 
     impl Sealed for f64 {
@@ -66,6 +72,10 @@ pub(crate) mod sealed {
             let (bits, flag) = (self.to_bits(), 1 << 62);
             let one = ((bits >> 62) & 1) * 1.0f64.to_bits();
             (f64::from_bits(one), f64::from_bits(bits & !flag))
+        }
+        #[inline(always)]
+        fn is_positive_zero(self) -> bool {
+            self.to_bits() == 0
         }
     }
 }

@@ -607,14 +607,19 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                     let p = &mut buffer[..e.len()];
                     let (zero, one) = (A::zero(), A::one());
                     if binary {
-                        let mut soft = 0u32;
+                        // Per element only whether it is regular: its input
+                        // acceptable and its target +0 or 1 (which is then
+                        // acceptable too). A piece with an irregular element
+                        // is checked again in full.
+                        let mut irregular = 0u32;
                         let elements = p.iter_mut().zip(g).zip(e).zip(x).zip(y);
                         if flagged {
                             for ((((p, g), &e), &x), &y) in elements {
                                 *p = Logistic::sigmoid_from_stage(x, e);
-                                *g = signed_stage(x, e).with_flag(y == one);
-                                soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
-                                bad += u32::from(!thresholds.check(x, y));
+                                let hot = y == one;
+                                *g = signed_stage(x, e).with_flag(hot);
+                                let binary = hot | y.is_positive_zero();
+                                irregular += u32::from(!(thresholds.input(x) & binary));
                             }
                         } else {
                             for ((((p, g), &e), &x), &y) in elements {
@@ -624,7 +629,15 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                                 let small = e * inv;
                                 *p = select(x >= zero, inv, small);
                                 let d = inv * small;
-                                *g = select(y == one, -d, d);
+                                let hot = y == one;
+                                *g = select(hot, -d, d);
+                                let binary = hot | y.is_positive_zero();
+                                irregular += u32::from(!(thresholds.input(x) & binary));
+                            }
+                        }
+                        let mut soft = 0u32;
+                        if irregular != 0 {
+                            for (&x, &y) in x.iter().zip(y) {
                                 soft += u32::from((y * (one - y) != zero) | y.is_sign_negative());
                                 bad += u32::from(!thresholds.check(x, y));
                             }
