@@ -16,12 +16,11 @@
 //! ([`Fma::On`] on both wide paths, [`Fma::Off`] on the baseline), a
 //! constant once inlined. The pixel kernel's logistic stages (the `exp` and
 //! the logarithm of BCE, weighted BCE and the shape-aware loss on logits,
-//! and BCE's value and gradient formed from them) and the sigmoid region
-//! losses' `exp` (Dice, Tversky) fuse their multiply-adds with it: BCE's
-//! `loss_grad` at 2^24 `f32` takes about 10 % less time under AVX-512, 15 %
-//! in cache; Dice's `loss` 6 %, 10 % in cache. Those losses' results then
-//! differ in the last bits between the baseline and the two wide paths,
-//! which agree with each other bit for bit. Everything else stays unfused.
+//! and BCE's value and gradient formed from them) fuse their multiply-adds
+//! with it: BCE's `loss_grad` at 2^24 `f32` takes about 10 % less time
+//! under AVX-512, 15 % in cache. Those losses' results then differ in the
+//! last bits between the baseline and the two wide paths, which agree with
+//! each other bit for bit. Everything else stays unfused.
 //!
 //! `SEGLOSS_MAX_ISA` (read once, at the first call) caps the level:
 //! `baseline`, `avx2` or `avx512`, as oneDNN's `ONEDNN_MAX_CPU_ISA` does.

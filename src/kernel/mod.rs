@@ -18,8 +18,8 @@
 //! parallel, with the same result either way; and every block, like every
 //! softmax tile, runs through [`dispatch::run`], which uses AVX2 or AVX-512
 //! where the CPU has them, with results bit-identical to the baseline code
-//! (but for the logistic stages of the pixel kernel and of the sigmoid region
-//! losses, which fuse their multiply-adds there: see [`dispatch`]).
+//! (but for the pixel kernel's logistic stages, which fuse their
+//! multiply-adds there: see [`dispatch`]).
 
 pub(crate) mod dispatch;
 pub(crate) mod math;

@@ -24,8 +24,7 @@ use super::softmax::{
 };
 use super::{
     BLOCK, CHUNK, ChunkedSum, Domain, STAGE, blocked_sum, blocked_sum_write, blocked_sum_write_at,
-    common_slices, dispatch, finite, grad_matches, run_sums, run_sums_into, staged_lanes,
-    zip_sum_write,
+    common_slices, finite, grad_matches, run_sums, run_sums_into, staged_lanes, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -166,9 +165,8 @@ impl Layout {
     }
 }
 
-/// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x,
-/// fma))` the activation (`fma` of the dispatch, so that every path of a
-/// call fuses alike). The slice path computes, for a piece of [`STAGE`]
+/// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x))`
+/// the activation. The slice path computes, for a piece of [`STAGE`]
 /// elements at a time, `stage` (the sigmoid's `exp`; skipped without
 /// `STAGED`, where `p` must be `x`, and the pieces are chunks), then `p`
 /// with the validation, then the sums (by [`run_sums_into`] and
@@ -185,22 +183,22 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
     domain: Domain,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    stage: &(impl Fn(A, Fma) -> A + Sync),
+    stage: &(impl Fn(A) -> A + Sync),
     finish: &(impl Fn(A, A) -> A + Sync),
     term: &(impl Fn(A, A) -> [A; K] + Sync),
 ) -> ([f64; K], bool) {
     let accepts = domain.thresholds::<A>();
-    let p = |x: A, fma: Fma| finish(x, stage(x, fma));
+    let p = |x: A| finish(x, stage(x));
     match common_slices([input, target]) {
         Some(slices) if STAGED => blocked_sum(
             slices,
             #[inline(always)]
-            |fma, [x, y]| {
+            |_, [x, y]| {
                 let mut buffer = [A::zero(); STAGE];
                 let mut bad = 0u32;
                 let (sums, _) = staged_lanes(
                     x,
-                    |x| stage(x, fma),
+                    stage,
                     #[inline(always)]
                     |r, s, lanes| {
                         // By value: behind the captured reference, the
@@ -222,30 +220,27 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
         Some(slices) => blocked_sum(
             slices,
             #[inline(always)]
-            |fma, [x, y]| {
+            |_, [x, y]| {
                 let mut bad = 0u32;
                 let mut total = [0.0; K];
                 for (x, y) in x.chunks(CHUNK).zip(y.chunks(CHUNK)) {
                     for (&x, &y) in x.iter().zip(y) {
                         bad += u32::from(!accepts.check(x, y));
                     }
-                    add(&mut total, run_sums(x, y, |x, y| term(p(x, fma), y)));
+                    add(&mut total, run_sums(x, y, |x, y| term(p(x), y)));
                 }
                 (total, bad == 0)
             },
         ),
-        None => dispatch::run_fma(
-            #[inline(always)]
-            |fma| {
-                let mut acc = ChunkedSum::new();
-                let mut ok = true;
-                Zip::from(input).and(target).for_each(|&x, &y| {
-                    acc.add(term(p(x, fma), y));
-                    ok &= accepts.check(x, y);
-                });
-                (acc.finish(), ok)
-            },
-        ),
+        None => {
+            let mut acc = ChunkedSum::new();
+            let mut ok = true;
+            Zip::from(input).and(target).for_each(|&x, &y| {
+                acc.add(term(p(x), y));
+                ok &= accepts.check(x, y);
+            });
+            (acc.finish(), ok)
+        }
     }
 }
 
@@ -257,7 +252,7 @@ fn elementwise_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
-    stage: &(impl Fn(A, Fma) -> A + Sync),
+    stage: &(impl Fn(A) -> A + Sync),
     finish: &(impl Fn(A, A) -> A + Sync),
     term: &(impl Fn(A, A) -> [A; K] + Sync),
     out: &mut [[f64; K]],
@@ -321,12 +316,12 @@ pub(crate) fn sums<A: Float, D: Dimension, const K: usize>(
     let domain = activation.domain();
     let mut out = vec![[0.0; K]; layout.count];
     let ok = if activation == Activation::Sigmoid {
-        let stage = |x: A, fma: Fma| Logistic::stage(x, fma);
+        let stage = |x: A| Logistic::stage(x, Fma::Off);
         let finish = |x: A, e: A| Logistic::sigmoid_from_stage(x, e);
         elementwise_sums::<_, _, K, true>(layout, input, target, &stage, &finish, &term, &mut out)
     } else {
-        let (stage, finish) = (|x: A, _: Fma| x, |x: A, _: A| x);
-        elementwise_sums::<_, _, K, false>(layout, input, target, &stage, &finish, &term, &mut out)
+        let finish = |x: A, _: A| x;
+        elementwise_sums::<_, _, K, false>(layout, input, target, &|x| x, &finish, &term, &mut out)
     };
     if ok {
         Ok(out)
@@ -590,13 +585,13 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
         slices,
         g,
         #[inline(always)]
-        |fma, b, [xb, yb], gb| {
+        |_, b, [xb, yb], gb| {
             let mut buffer = [A::zero(); STAGE];
             let mut bad = 0u32;
             let mut binary = true;
             let (sums, _) = staged_lanes(
                 xb,
-                |x| Logistic::stage(x, fma),
+                |x| Logistic::stage(x, Fma::Off),
                 #[inline(always)]
                 |r, e, lanes| {
                     // By value: behind the captured reference, the
@@ -646,7 +641,7 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                             binary = false;
                             let (x, g) = (&xb[..r.end], &mut gb[..r.end]);
                             for (g, &x) in g.iter_mut().zip(x) {
-                                *g = signed_stage(x, Logistic::stage(x, fma));
+                                *g = signed_stage(x, Logistic::stage(x, Fma::Off));
                             }
                         }
                     } else {
@@ -802,7 +797,7 @@ fn group_grad<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
-    f: &(impl Fn(A, A, Fma) -> A + Sync),
+    f: &(impl Fn(A, A) -> A + Sync),
 ) -> bool {
     let fast = grad_matches(grad, input);
     let g_fast = if fast {
@@ -817,14 +812,14 @@ fn group_grad<A: Float, D: Dimension>(
                 slices,
                 g,
                 #[inline(always)]
-                |fma, [x, y], g| {
+                |_, [x, y], g| {
                     zip_sum_write(
                         x,
                         y,
                         g,
                         #[inline(always)]
                         |x, y| {
-                            let d = f(x, y, fma);
+                            let d = f(x, y);
                             ([], d, finite(d))
                         },
                     )
@@ -832,18 +827,13 @@ fn group_grad<A: Float, D: Dimension>(
             );
             ok = good;
         }
-        _ => dispatch::run_fma(
-            #[inline(always)]
-            |fma| {
-                Zip::from(grad)
-                    .and(input)
-                    .and(target)
-                    .for_each(|g, &x, &y| {
-                        *g = f(x, y, fma);
-                        ok &= finite(*g);
-                    })
-            },
-        ),
+        _ => Zip::from(grad)
+            .and(input)
+            .and(target)
+            .for_each(|g, &x, &y| {
+                *g = f(x, y);
+                ok &= finite(*g);
+            }),
     }
     ok
 }
@@ -880,14 +870,13 @@ pub(crate) fn write_grad<A: Float, D: Dimension, C: Sync>(
             )
         })?
     } else if activation == Activation::Sigmoid {
-        // The arithmetic of pass 2 after a stage.
-        let chained = |x: A, y: A, c: &C, fma: Fma| {
-            grad_from_exp(signed_stage(x, Logistic::stage(x, fma)), y, c, &dp)
+        let chained = |x: A, y: A, c: &C| {
+            let l = Logistic::of(x);
+            dp(l.sigma, y, c) * (l.sigma * l.sigma_c)
         };
         elementwise_grad(layout, input, target, grad, coefficients, &chained)
     } else {
-        let chained = |x: A, y: A, c: &C, _: Fma| dp(x, y, c);
-        elementwise_grad(layout, input, target, grad, coefficients, &chained)
+        elementwise_grad(layout, input, target, grad, coefficients, &dp)
     };
     if ok { Ok(()) } else { Err(grad_fault()) }
 }
@@ -1041,7 +1030,7 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
     coefficients: &[C],
-    chained: &(impl Fn(A, A, &C, Fma) -> A + Sync),
+    chained: &(impl Fn(A, A, &C) -> A + Sync),
 ) -> bool {
     if layout.groups.by_class() {
         let mut ok = true;
@@ -1058,7 +1047,7 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
                 .enumerate()
             {
                 match layout.group(n, c).map(|k| &coefficients[k]) {
-                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y, fma| chained(x, y, k, fma)),
+                    Some(k) => ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k)),
                     None => g.fill(A::zero()),
                 }
             }
@@ -1072,11 +1061,11 @@ fn elementwise_grad<A: Float, D: Dimension, C: Sync>(
             .zip(grad.axis_chunks_iter_mut(Axis(0), 1))
             .zip(coefficients)
         {
-            ok &= group_grad(&x, &y, &mut g, &|x, y, fma| chained(x, y, k, fma));
+            ok &= group_grad(&x, &y, &mut g, &|x, y| chained(x, y, k));
         }
         ok
     } else {
         let k = &coefficients[0];
-        group_grad(input, target, grad, &|x, y, fma| chained(x, y, k, fma))
+        group_grad(input, target, grad, &|x, y| chained(x, y, k))
     }
 }

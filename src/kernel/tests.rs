@@ -144,17 +144,8 @@ fn assert_same(a: &[(String, u64, Vec<u64>)], b: &[(String, u64, Vec<u64>)]) {
 }
 
 /// The losses of [`results`] whose logistic stages fuse their
-/// multiply-adds on the wide paths (`dispatch::run_fma`): the pixel
-/// kernel's staged losses and the sigmoid region losses.
-const FUSED: [&str; 7] = [
-    "bce/",
-    "bce_strided/",
-    "wbce/",
-    "shape_aware/",
-    "dice/",
-    "dice_per_class/",
-    "tversky/",
-];
+/// multiply-adds on the wide paths (`dispatch::run_fma`).
+const FUSED: [&str; 4] = ["bce/", "bce_strided/", "wbce/", "shape_aware/"];
 
 /// As [`assert_same`] for a pass with FMA (`a`) and one without (`b`):
 /// the losses of [`FUSED`] within a few ulps of the element type (`eps`),
@@ -470,13 +461,9 @@ where
 /// Which format the sigmoid's pass 1 leaves, per block: with binary
 /// targets the flagged `e^-|x|` where `∂L/∂p` reads `p` (each flag its
 /// target), else `σ(x)·σ(-x)`; the plain `e^-|x|` in a block with a soft
-/// target. On the baseline, whose `e^-|x|` does not fuse.
+/// target.
 #[test]
 fn sigmoid_stage_formats() {
-    with_cap(Some(Isa::Baseline), sigmoid_stage_formats_unfused);
-}
-
-fn sigmoid_stage_formats_unfused() {
     use super::math::{Fma, Logistic};
     use super::region::{Activation, Groups, Layout, Stage, sums_for_grad};
     use crate::float::sealed::Sealed;
