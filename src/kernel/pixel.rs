@@ -13,7 +13,7 @@
 //! the multiply-adds as the slice paths do and give their results bit for
 //! bit.
 
-use ndarray::{ArrayRef, Dimension, Zip};
+use ndarray::{ArrayRef, Dimension};
 
 use super::math::Fma;
 use super::{
@@ -230,11 +230,10 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 |fma| {
                     let mut acc = ChunkedSum::new();
                     let mut ok = true;
-                    let zip = Zip::from(input).and(target);
-                    with_form!(e, F => zip.for_each(|&x, &y| {
+                    with_form!(e, F => for (&x, &y) in input.iter().zip(target) {
                         acc.add([e.value_as_sliced::<F>(x, y, fma)]);
                         ok &= accepts.check(x, y);
-                    }));
+                    });
                     (acc.finish(), ok)
                 },
             ),
@@ -281,11 +280,11 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 |fma| {
                     let mut acc = ChunkedSum::new();
                     let mut ok = true;
-                    let zip = Zip::from(input).and(target).and(weights);
-                    with_form!(e, F => zip.for_each(|&x, &y, &w| {
+                    let operands = input.iter().zip(target).zip(weights);
+                    with_form!(e, F => for ((&x, &y), &w) in operands {
                         acc.add([w * e.value_as_sliced::<F>(x, y, fma)]);
                         ok &= accepts.check(x, y) & weight_ok(w);
-                    }));
+                    });
                     (acc.finish(), ok)
                 },
             ),
@@ -370,13 +369,13 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                 |fma| {
                     let mut acc = ChunkedSum::new();
                     let mut ok = true;
-                    let zip = Zip::from(input).and(target).and(grad);
-                    with_form!(e, F => zip.for_each(|&x, &y, g| {
+                    let operands = input.iter().zip(target).zip(grad.iter_mut());
+                    with_form!(e, F => for ((&x, &y), g) in operands {
                         let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
                         *g = scale * d;
                         acc.add([v]);
                         ok &= accepts.check(x, y) & finite(*g);
-                    }));
+                    });
                     (acc.finish(), ok)
                 },
             ),
@@ -441,13 +440,13 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                 |fma| {
                     let mut acc = ChunkedSum::new();
                     let mut ok = true;
-                    let zip = Zip::from(input).and(target).and(weights).and(grad);
-                    with_form!(e, F => zip.for_each(|&x, &y, &w, g| {
+                    let operands = input.iter().zip(target).zip(weights).zip(grad.iter_mut());
+                    with_form!(e, F => for (((&x, &y), &w), g) in operands {
                         let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
                         *g = scale * w * d;
                         acc.add([w * v]);
                         ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
-                    }));
+                    });
                     (acc.finish(), ok)
                 },
             ),
