@@ -11,7 +11,11 @@
 //! through [`dispatch::run_fma`] too, and compute a staged loss through
 //! its stages ([`Elementwise::value_grad_as_sliced`]), so that they fuse
 //! the multiply-adds as the slice paths do and give their results bit for
-//! bit.
+//! bit. They zip the arrays' iterators, whose `next` inlines into the
+//! dispatched function: `Zip::for_each`'s inner loop did not, was compiled
+//! for the baseline, and there `Fma::On` called libm's `fmaf` per
+//! multiply-add (BCE `loss_grad`, gradient in the other memory order: 48
+//! against 17.6 ns per element in cache).
 
 use ndarray::{ArrayRef, Dimension};
 
