@@ -152,6 +152,24 @@ impl Layout {
         self.groups.per_class.then(|| g % self.kept)
     }
 
+    /// The group of each contiguous run of an array of `shape` in standard
+    /// layout that belongs to one group (or to none): the whole array, each
+    /// sample, or each `(sample, class)` cell, in memory order.
+    fn runs(&self, shape: &[usize]) -> Vec<Option<usize>> {
+        let samples = shape.first().copied().unwrap_or(1);
+        if self.groups.by_class() {
+            let classes = self.skip + self.kept;
+            (0..samples)
+                .flat_map(|n| (0..classes).map(move |c| (n, c)))
+                .map(|(n, c)| self.group(n, c))
+                .collect()
+        } else if self.groups.per_sample {
+            (0..samples).map(Some).collect()
+        } else {
+            vec![Some(0)]
+        }
+    }
+
     /// The group of the cell `(sample n, class c)`, `None` for a class left out.
     #[inline]
     fn group(&self, n: usize, c: usize) -> Option<usize> {
@@ -520,7 +538,15 @@ pub(crate) enum Stage {
     ///   target is 1 (`-0` for a product of 0). Pass 2 then reads neither
     ///   the input nor the target, and divides nothing: it scales each
     ///   element by its target's `∂L/∂p`.
-    Logistic { binary: Vec<bool>, flagged: bool },
+    ///
+    /// `runs` holds the group of each run ([`Layout::runs`]; `None` for a
+    /// class left out, whose gradient is 0), and `binary` the blocks of
+    /// each run in turn.
+    Logistic {
+        binary: Vec<bool>,
+        flagged: bool,
+        runs: Vec<Option<usize>>,
+    },
     /// `p`, negated where the target is 1 (`-0` for a `p` of 0). When
     /// `binary` (every target is 0 or 1) those signs are the targets, and
     /// pass 2 does not read them: it then moves as much memory as
@@ -534,8 +560,10 @@ pub(crate) enum Stage {
 /// softmax that is `p` ([`Stage::Softmax`]), when `scratch` is in standard
 /// layout; for the sigmoid, `e^-|x|` (flagged with binary targets) or,
 /// where `∂L/∂p` does not read `p` (`!dp_reads_p`) and the targets are 0
-/// or 1, `σ(x)·σ(-x)` ([`Stage::Logistic`]), when the layout has one group
-/// and the three arrays one memory order. `None` (and `scratch` untouched)
+/// or 1, `σ(x)·σ(-x)` ([`Stage::Logistic`]), when the three arrays have
+/// one memory order and the layout one group, or they are in standard
+/// layout (where each group is made of contiguous runs). `None` (and
+/// `scratch` untouched)
 /// where it does not apply: the caller then takes [`sums`] and
 /// [`write_grad`].
 fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
@@ -559,10 +587,10 @@ fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
 }
 
 /// [`sums_and_stage`] for the sigmoid, with the format of
-/// [`Stage::Logistic`] for each block. A block starts in the binary format
-/// (flagged where `flagged`), and at its first target other than 0 or 1
-/// writes what it had staged again in the `e^-|x|` format and keeps to
-/// that.
+/// [`Stage::Logistic`] for each block. The runs of [`Layout::runs`] (one
+/// for a single group, which may be in any memory order; each sample or
+/// `(sample, class)` cell of arrays in standard layout) are staged in turn,
+/// as [`elementwise_sums`] sums them, so the sums are its bits.
 fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
@@ -571,18 +599,56 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
     flagged: bool,
     term: impl Fn(A, A) -> [A; K] + Sync,
 ) -> Option<Result<(Vec<[f64; K]>, Stage)>> {
-    if layout.groups.by_class() || layout.groups.per_sample || !grad_matches(scratch, input) {
+    let runs = layout.runs(input.shape());
+    if !grad_matches(scratch, input) || (runs.len() > 1 && !input.is_standard_layout()) {
         return None;
     }
-    let slices = common_slices([input, target])?;
+    let [x, y] = common_slices([input, target])?;
     let g = scratch.as_slice_memory_order_mut()?;
+    let len = x.len() / runs.len();
     let domain = layout.activation.domain();
+    let mut out = vec![[0.0; K]; layout.count];
+    let mut binary = Vec::with_capacity(x.len().div_ceil(BLOCK) + runs.len());
+    let parts = x.chunks_exact(len).zip(y.chunks_exact(len));
+    for ((&group, (x, y)), g) in runs.iter().zip(parts).zip(g.chunks_exact_mut(len)) {
+        let (sums, ok) = sigmoid_stage_run(domain, x, y, g, flagged, &term, &mut binary);
+        if !ok {
+            return Some(Err(sums_fault(domain, input, target)));
+        }
+        if let Some(k) = group {
+            add(&mut out[k], sums);
+        }
+    }
+    Some(Ok((
+        out,
+        Stage::Logistic {
+            binary,
+            flagged,
+            runs,
+        },
+    )))
+}
+
+/// Pass 1 with the stage of [`Stage::Logistic`] over one run: the sums of
+/// `term` and whether every element was acceptable, the format of each
+/// block pushed to `binary`. A block starts in the binary format (flagged
+/// where `flagged`), and at its first target other than 0 or 1 writes what
+/// it had staged again in the `e^-|x|` format and keeps to that.
+fn sigmoid_stage_run<A: Float, const K: usize>(
+    domain: Domain,
+    x: &[A],
+    y: &[A],
+    g: &mut [A],
+    flagged: bool,
+    term: &(impl Fn(A, A) -> [A; K] + Sync),
+    binary: &mut Vec<bool>,
+) -> ([f64; K], bool) {
     let accepts = domain.thresholds::<A>();
     let formats: Vec<AtomicBool> = (0..g.len().div_ceil(BLOCK))
         .map(|_| AtomicBool::new(false))
         .collect();
     let (sums, ok) = blocked_sum_write_at(
-        slices,
+        [x, y],
         g,
         #[inline(always)]
         |_, b, [xb, yb], gb| {
@@ -651,19 +717,15 @@ fn sigmoid_sums_and_stage<A: Float, D: Dimension, const K: usize>(
                             bad += u32::from(!thresholds.check(x, y));
                         }
                     }
-                    run_sums_into(lanes, p, y, &term);
+                    run_sums_into(lanes, p, y, term);
                 },
             );
             formats[b].store(binary, Ordering::Relaxed);
             (sums, bad == 0)
         },
     );
-    let binary = formats.into_iter().map(AtomicBool::into_inner).collect();
-    Some(if ok {
-        Ok((vec![sums], Stage::Logistic { binary, flagged }))
-    } else {
-        Err(sums_fault(domain, input, target))
-    })
+    binary.extend(formats.into_iter().map(AtomicBool::into_inner));
+    (sums, ok)
 }
 
 /// Pass 2 after [`sums_and_stage`] returned its sums and `stage`:
@@ -698,9 +760,11 @@ fn write_grad_from_stage<A: Float, D: Dimension, C: Sync>(
                 Err(grad_fault())
             }
         }
-        Stage::Logistic { binary, flagged } => {
-            sigmoid_grad_from_stage(&binary, flagged, target, grad, &coefficients[0], dp)
-        }
+        Stage::Logistic {
+            binary,
+            flagged,
+            runs,
+        } => sigmoid_grad_from_stage(&binary, flagged, &runs, target, grad, coefficients, dp),
     }
 }
 
@@ -712,29 +776,60 @@ fn signed_stage<A: Float>(x: A, e: A) -> A {
 }
 
 /// [`write_grad_from_stage`] for the sigmoid: overwrites each `grad`
-/// element with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`, from `±e^-|x|`
-/// (and `y` from the target or, in the blocks where `binary` says so and
-/// `flagged`, from the flag) or, in the binary blocks when not `flagged`,
-/// from `±σ(x)·σ(-x)` (see [`Stage::Logistic`]; `dp` is then given a NaN
-/// for `σ(x)`, which it does not read).
+/// element with `dp(σ(x), y, coefficient)·σ(x)·σ(-x)`, the coefficient of
+/// its run's group (0 in a run of no group), from `±e^-|x|` (and `y` from
+/// the target or, in the blocks where `binary` says so and `flagged`, from
+/// the flag) or, in the binary blocks when not `flagged`, from
+/// `±σ(x)·σ(-x)` (see [`Stage::Logistic`]; `dp` is then given a NaN for
+/// `σ(x)`, which it does not read).
 fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
     binary: &[bool],
     flagged: bool,
+    runs: &[Option<usize>],
     target: &ArrayRef<A, D>,
     grad: &mut ArrayRef<A, D>,
-    coefficient: &C,
+    coefficients: &[C],
     dp: impl Fn(A, A, &C) -> A + Sync,
 ) -> Result<()> {
     let fault = grad_fault();
-    if !grad_matches(grad, target) {
+    if !grad_matches(grad, target) || runs.len() > 1 && !target.is_standard_layout() {
         return Err(fault);
     }
     let (Some([y]), Some(g)) = (common_slices([target]), grad.as_slice_memory_order_mut()) else {
         return Err(fault);
     };
-    if binary.len() != g.len().div_ceil(BLOCK) {
+    if runs.is_empty() || !g.len().is_multiple_of(runs.len()) {
         return Err(fault);
     }
+    let len = g.len() / runs.len();
+    let blocks = len.div_ceil(BLOCK);
+    if binary.len() != blocks * runs.len() {
+        return Err(fault);
+    }
+    let parts = y.chunks_exact(len).zip(g.chunks_exact_mut(len));
+    for ((&group, (y, g)), binary) in runs.iter().zip(parts).zip(binary.chunks_exact(blocks)) {
+        let Some(k) = group else {
+            g.fill(A::zero());
+            continue;
+        };
+        let coefficient = coefficients.get(k).ok_or_else(grad_fault)?;
+        if !sigmoid_grad_run(binary, flagged, y, g, coefficient, &dp) {
+            return Err(fault);
+        }
+    }
+    Ok(())
+}
+
+/// [`sigmoid_grad_from_stage`] over one run, of one coefficient; whether
+/// every element of the gradient is finite.
+fn sigmoid_grad_run<A: Float, C: Sync>(
+    binary: &[bool],
+    flagged: bool,
+    y: &[A],
+    g: &mut [A],
+    coefficient: &C,
+    dp: &(impl Fn(A, A, &C) -> A + Sync),
+) -> bool {
     let (zero, one) = (A::zero(), A::one());
     let ([], ok) = blocked_sum_write_at(
         [y],
@@ -758,14 +853,14 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
                 (true, true) => {
                     for g in g.iter_mut() {
                         let (y, stage) = g.take_flag();
-                        let d = grad_from_exp(stage, y, coefficient, &dp);
+                        let d = grad_from_exp(stage, y, coefficient, dp);
                         *g = d;
                         bad += u32::from(!finite(d));
                     }
                 }
                 (false, _) => {
                     for (g, &y) in g.iter_mut().zip(y) {
-                        let d = grad_from_exp(*g, y, coefficient, &dp);
+                        let d = grad_from_exp(*g, y, coefficient, dp);
                         *g = d;
                         bad += u32::from(!finite(d));
                     }
@@ -774,7 +869,7 @@ fn sigmoid_grad_from_stage<A: Float, D: Dimension, C: Sync>(
             ([], bad == 0)
         },
     );
-    if ok { Ok(()) } else { Err(fault) }
+    ok
 }
 
 /// `dp(σ(x), y, coefficient)·σ(x)·σ(-x)` from the `e^-|x|` format of

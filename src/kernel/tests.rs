@@ -437,6 +437,19 @@ where
         // α = -0: `∂L/∂p = a·y + b` with `b = -0` (and `a < 0`), which is
         // +0 at y = -0 and -0 at y = +0.
         ("tversky α = -0", boxed(TverskyLoss::new().alpha(-0.0))),
+        ("dice per sample", boxed(DiceLoss::new().per_sample(true))),
+        (
+            "dice per class and sample, γ = 1",
+            boxed(DiceLoss::new().per_class(true).per_sample(true).gamma(1.0)),
+        ),
+        (
+            "dice per class, no background",
+            boxed(DiceLoss::new().per_class(true).include_background(false)),
+        ),
+        (
+            "tversky per sample",
+            boxed(TverskyLoss::new().per_sample(true)),
+        ),
     ];
     assert_stage_matches(
         &losses,
@@ -484,6 +497,7 @@ fn sigmoid_stage_formats() {
     let flagged = |binary: Vec<bool>| Stage::Logistic {
         binary,
         flagged: true,
+        runs: vec![Some(0)],
     };
     assert_eq!(stage(&target, true, &mut g), flagged(vec![true, true]));
     for ((&g, &x), &y) in g.iter().zip(&logits).zip(&target) {
@@ -500,8 +514,31 @@ fn sigmoid_stage_formats() {
     let product = Stage::Logistic {
         binary: vec![true, true],
         flagged: false,
+        runs: vec![Some(0)],
     };
     assert_eq!(stage(&target, false, &mut g), product);
+    // Per (sample, class) cell without the background: one run per cell
+    // (17161 elements, one block each), class 0 in none.
+    let groups = Groups {
+        per_sample: true,
+        per_class: true,
+        background: false,
+    };
+    let layout = Layout::new(groups, Activation::Sigmoid, &logits, &target).unwrap();
+    let term = |p: f32, y: f32| [p * y, p * p, y * y];
+    let (sums, staged) = sums_for_grad(&layout, &logits, &soft, Some(&mut g), true, term).unwrap();
+    let cells = Stage::Logistic {
+        binary: vec![true, true, true, false],
+        flagged: true,
+        runs: vec![None, Some(0), None, Some(1)],
+    };
+    assert_eq!(staged, Some(cells));
+    assert_eq!(sums.len(), 2);
+    // Not in standard layout, the groups are not runs: no stage.
+    let mut fortran = Array4::zeros(SHAPE.f());
+    let (_, staged) =
+        sums_for_grad(&layout, &logits, &soft, Some(&mut fortran), true, term).unwrap();
+    assert_eq!(staged, None);
 }
 
 #[test]
