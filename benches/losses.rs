@@ -15,6 +15,12 @@
 //!   must read both inputs before it can write any of its gradient, so
 //!   `floor/read` plus `floor/write` bounds its `loss_grad` from below.
 //!
+//! The group `layouts/f32/2^20` times configurations that take other
+//! paths than the groups above, at shape `(16, 1, 256, 256)`: Dice per
+//! sample (`dice_logits_per_sample`), and BCE and Dice `loss_grad` into a
+//! gradient in Fortran order (`*/loss_grad_fortran`), which neither shares
+//! the inputs' memory order nor can hold Dice's stage.
+//!
 //! With the `rayon` feature, the group `parallel/f32/2^24` times BCE and
 //! Dice `loss_grad` on thread pools of 1 and 2 threads
 //! (`cargo bench --bench losses --features rayon -- parallel`).
@@ -28,7 +34,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use ndarray::Array4;
+use ndarray::{Array4, ShapeBuilder};
 use segloss::{BinaryCrossEntropy, CrossEntropy, DiceLoss, Float, Input, Loss, ShapeAwareLoss};
 
 mod common;
@@ -209,6 +215,55 @@ fn losses(c: &mut Criterion) {
     }
 }
 
+/// Configurations off the paths of [`bench_group`]: Dice per sample, and
+/// a gradient in Fortran order for inputs in standard layout.
+fn layouts(c: &mut Criterion) {
+    let log2 = 20;
+    let shape = [16, 1, 256, 256];
+    let Data {
+        logits,
+        target,
+        mut grad,
+        ..
+    } = Data::<f32>::new(shape);
+    let mut fortran = Array4::<f32>::zeros(shape.f());
+    let mut group = c.benchmark_group(format!("layouts/f32/2^{log2}"));
+    group.throughput(Throughput::Elements(1u64 << log2));
+    bench_loss(
+        &mut group,
+        "dice_logits_per_sample",
+        &DiceLoss::new().per_sample(true),
+        &logits,
+        &target,
+        &mut grad,
+    );
+    let bce = BinaryCrossEntropy::new();
+    let dice = DiceLoss::new();
+    group.bench_function("bce/loss_grad_fortran", |b| {
+        b.iter(|| {
+            Loss::<f32>::loss_grad(
+                &bce,
+                black_box(&logits),
+                black_box(&target),
+                black_box(&mut fortran),
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("dice_logits/loss_grad_fortran", |b| {
+        b.iter(|| {
+            Loss::<f32>::loss_grad(
+                &dice,
+                black_box(&logits),
+                black_box(&target),
+                black_box(&mut fortran),
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
 /// The `rayon` feature's speed-up: BCE and Dice (logits) `loss_grad` at
 /// 2^24 `f32` elements on thread pools of 1 and 2 threads.
 #[cfg(feature = "rayon")]
@@ -267,6 +322,7 @@ fn parallel(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     losses(&mut c);
+    layouts(&mut c);
     #[cfg(feature = "rayon")]
     parallel(&mut c);
     c.final_summary();
