@@ -22,6 +22,7 @@
 //! multiply-adds there: see [`dispatch`]).
 
 pub(crate) mod dispatch;
+pub(crate) mod gather;
 pub(crate) mod math;
 pub(crate) mod pixel;
 pub(crate) mod region;

@@ -7,22 +7,17 @@
 //! not tell that the gradient's stores do not alias them (BCE `loss_grad`:
 //! 15.6 → 14.4 instructions per element).
 //!
-//! The strided paths (operands without one common memory order) run
-//! through [`dispatch::run_fma`] too, and compute a staged loss through
-//! its stages ([`Elementwise::value_grad_as_sliced`]), so that they fuse
-//! the multiply-adds as the slice paths do and give their results bit for
-//! bit. They zip the arrays' iterators, whose `next` inlines into the
-//! dispatched function: `Zip::for_each`'s inner loop did not, was compiled
-//! for the baseline, and there `Fma::On` called libm's `fmaf` per
-//! multiply-add (BCE `loss_grad`, gradient in the other memory order: 48
-//! against 17.6 ns per element in cache).
+//! Operands in any layout run through the same loops: those without one
+//! common memory order are copied to buffers in logical order a block at a
+//! time ([`gather`](super::gather)), so every path vectorises and fuses
+//! its multiply-adds as the slices do, with their results bit for bit.
 
 use ndarray::{ArrayRef, Dimension};
 
+use super::gather::{array_sum, array_sum_write};
 use super::math::Fma;
 use super::{
-    ChunkedSum, Domain, blocked_sum, blocked_sum_write, common_slices, dispatch, finite,
-    grad_matches, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum,
+    Domain, finite, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum,
     zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into,
 };
 use crate::loss::{non_empty, same_shape};
@@ -114,30 +109,6 @@ pub(crate) trait Elementwise<A: Float>: Sync {
         let _ = (s, t, fma);
         self.value_grad_in::<F>(x, y)
     }
-
-    /// `(ℓ(x, y), ∂ℓ/∂x)` in form `F` as the slice paths compute it:
-    /// through the stages when `F` is staged. The strided paths call this,
-    /// so that their results are the slice paths' bit for bit.
-    #[inline(always)]
-    fn value_grad_as_sliced<const F: usize>(&self, x: A, y: A, fma: Fma) -> (A, A) {
-        if self.staged::<F>() {
-            let s = self.stage_in::<F>(x, fma);
-            self.value_grad_staged_in::<F>(x, y, s, self.stage2_in::<F>(s, fma), fma)
-        } else {
-            self.value_grad_in::<F>(x, y)
-        }
-    }
-
-    /// `ℓ(x, y)` in form `F` as the slice paths compute it (see
-    /// [`Elementwise::value_grad_as_sliced`]).
-    #[inline(always)]
-    fn value_as_sliced<const F: usize>(&self, x: A, y: A, fma: Fma) -> A {
-        if self.staged::<F>() {
-            self.value_grad_as_sliced::<F>(x, y, fma).0
-        } else {
-            self.value_in::<F>(x, y)
-        }
-    }
 }
 
 /// Runs `$body` with the const `$f` bound to `$e.form()` (at most two forms).
@@ -194,105 +165,76 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     let domain = e.domain();
     let accepts = domain.thresholds::<A>();
     let (total, ok) = match weights {
-        None => match common_slices([input, target]) {
-            Some(slices) => with_form!(e, F => if e.staged::<F>() {
-                blocked_sum(
-                    slices,
+        None => with_form!(e, F => if e.staged::<F>() {
+            array_sum(
+                [input, target],
+                #[inline(always)]
+                |fma, [x, y]| staged_lanes(
+                    x,
                     #[inline(always)]
-                    |fma, [x, y]| staged_lanes(
-                        x,
+                    |x| e.stage_in::<F>(x, fma),
+                    #[inline(always)]
+                    |r, s, lanes| zip3_sum_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r],
+                        s,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x, fma),
-                        #[inline(always)]
-                        |r, s, lanes| zip3_sum_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r],
-                            s,
-                            #[inline(always)]
-                            move |x, y, s| (
-                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                                accepts.check(x, y)
-                            )
+                        move |x, y, s| (
+                            [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
+                            accepts.check(x, y)
                         )
                     )
                 )
-            } else {
-                blocked_sum(
-                    slices,
-                    #[inline(always)]
-                    |_, [x, y]| zip_sum(
-                        x,
-                        y,
-                        #[inline(always)]
-                        move |x, y| ([e.value_in::<F>(x, y)], accepts.check(x, y))
-                    )
-                )
-            }),
-            None => dispatch::run_fma(
+            )
+        } else {
+            array_sum(
+                [input, target],
                 #[inline(always)]
-                |fma| {
-                    let mut acc = ChunkedSum::new();
-                    let mut ok = true;
-                    with_form!(e, F => for (&x, &y) in input.iter().zip(target) {
-                        acc.add([e.value_as_sliced::<F>(x, y, fma)]);
-                        ok &= accepts.check(x, y);
-                    });
-                    (acc.finish(), ok)
-                },
-            ),
-        },
-        Some(weights) => match common_slices([input, target, weights]) {
-            Some(slices) => with_form!(e, F => if e.staged::<F>() {
-                blocked_sum(
-                    slices,
+                |_, [x, y]| zip_sum(
+                    x,
+                    y,
                     #[inline(always)]
-                    |fma, [x, y, w]| staged_lanes(
-                        x,
+                    move |x, y| ([e.value_in::<F>(x, y)], accepts.check(x, y))
+                )
+            )
+        }),
+        Some(weights) => with_form!(e, F => if e.staged::<F>() {
+            array_sum(
+                [input, target, weights],
+                #[inline(always)]
+                |fma, [x, y, w]| staged_lanes(
+                    x,
+                    #[inline(always)]
+                    |x| e.stage_in::<F>(x, fma),
+                    #[inline(always)]
+                    |r, s, lanes| zip4_sum_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        &w[r],
+                        s,
                         #[inline(always)]
-                        |x| e.stage_in::<F>(x, fma),
-                        #[inline(always)]
-                        |r, s, lanes| zip4_sum_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            &w[r],
-                            s,
-                            #[inline(always)]
-                            move |x, y, w, s| (
-                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                                accepts.check(x, y) & weight_ok(w)
-                            )
+                        move |x, y, w, s| (
+                            [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
+                            accepts.check(x, y) & weight_ok(w)
                         )
                     )
                 )
-            } else {
-                blocked_sum(
-                    slices,
-                    #[inline(always)]
-                    |_, [x, y, w]| zip3_sum(
-                        x,
-                        y,
-                        w,
-                        #[inline(always)]
-                        move |x, y, w| ([w * e.value_in::<F>(x, y)], accepts.check(x, y) & weight_ok(w))
-                    )
-                )
-            }),
-            None => dispatch::run_fma(
+            )
+        } else {
+            array_sum(
+                [input, target, weights],
                 #[inline(always)]
-                |fma| {
-                    let mut acc = ChunkedSum::new();
-                    let mut ok = true;
-                    let operands = input.iter().zip(target).zip(weights);
-                    with_form!(e, F => for ((&x, &y), &w) in operands {
-                        acc.add([w * e.value_as_sliced::<F>(x, y, fma)]);
-                        ok &= accepts.check(x, y) & weight_ok(w);
-                    });
-                    (acc.finish(), ok)
-                },
-            ),
-        },
+                |_, [x, y, w]| zip3_sum(
+                    x,
+                    y,
+                    w,
+                    #[inline(always)]
+                    move |x, y, w| ([w * e.value_in::<F>(x, y)], accepts.check(x, y) & weight_ok(w))
+                )
+            )
+        }),
     };
     if ok {
         Ok(total[0])
@@ -314,121 +256,74 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     same_shape("grad", input, grad)?;
     let domain = e.domain();
     let accepts = domain.thresholds::<A>();
-    let fast = grad_matches(grad, input);
-    let g_fast = if fast {
-        grad.as_slice_memory_order_mut()
-    } else {
-        None
-    };
     let (total, ok) = match weights {
-        None => match (common_slices([input, target]), g_fast) {
-            (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
-                blocked_sum_write(
-                    slices,
-                    g,
+        None => with_form!(e, F => if e.staged::<F>() {
+            array_sum_write(
+                [input, target],
+                grad,
+                #[inline(always)]
+                |fma, [x, y], g| staged2_lanes(
+                    x,
                     #[inline(always)]
-                    |fma, [x, y], g| staged2_lanes(
-                        x,
-                        #[inline(always)]
-                        |x| e.stage_in::<F>(x, fma),
-                        #[inline(always)]
-                        |s| e.stage2_in::<F>(s, fma),
-                        #[inline(always)]
-                        |r, s, t, lanes| zip4_sum_write_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            s,
-                            t,
-                            &mut g[r],
-                            #[inline(always)]
-                            move |x, y, s, t| {
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
-                                let d = scale * d;
-                                ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
-                            }
-                        )
-                    )
-                )
-            } else {
-                blocked_sum_write(
-                    slices,
-                    g,
+                    |x| e.stage_in::<F>(x, fma),
                     #[inline(always)]
-                    |_, [x, y], g| zip_sum_write(
-                        x,
-                        y,
-                        g,
+                    |s| e.stage2_in::<F>(s, fma),
+                    #[inline(always)]
+                    |r, s, t, lanes| zip4_sum_write_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        s,
+                        t,
+                        &mut g[r],
                         #[inline(always)]
-                        move |x, y| {
-                            let (v, d) = e.value_grad_in::<F>(x, y);
+                        move |x, y, s, t| {
+                            let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                             let d = scale * d;
                             ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
                         }
                     )
                 )
-            }),
-            _ => dispatch::run_fma(
+            )
+        } else {
+            array_sum_write(
+                [input, target],
+                grad,
                 #[inline(always)]
-                |fma| {
-                    let mut acc = ChunkedSum::new();
-                    let mut ok = true;
-                    let operands = input.iter().zip(target).zip(grad.iter_mut());
-                    with_form!(e, F => for ((&x, &y), g) in operands {
-                        let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
-                        *g = scale * d;
-                        acc.add([v]);
-                        ok &= accepts.check(x, y) & finite(*g);
-                    });
-                    (acc.finish(), ok)
-                },
-            ),
-        },
-        Some(weights) => match (common_slices([input, target, weights]), g_fast) {
-            (Some(slices), Some(g)) => with_form!(e, F => if e.staged::<F>() {
-                blocked_sum_write(
-                    slices,
+                |_, [x, y], g| zip_sum_write(
+                    x,
+                    y,
                     g,
                     #[inline(always)]
-                    |fma, [x, y, w], g| staged_lanes(
-                        x,
-                        #[inline(always)]
-                        |x| e.stage_in::<F>(x, fma),
-                        #[inline(always)]
-                        |r, s, lanes| zip4_sum_write_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            &w[r.clone()],
-                            s,
-                            &mut g[r],
-                            #[inline(always)]
-                            move |x, y, w, s| {
-                                let t = e.stage2_in::<F>(s, fma);
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
-                                let d = scale * w * d;
-                                (
-                                    [w * v],
-                                    d,
-                                    accepts.check(x, y) & weight_ok(w) & finite(d),
-                                )
-                            }
-                        )
-                    )
+                    move |x, y| {
+                        let (v, d) = e.value_grad_in::<F>(x, y);
+                        let d = scale * d;
+                        ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
+                    }
                 )
-            } else {
-                blocked_sum_write(
-                    slices,
-                    g,
+            )
+        }),
+        Some(weights) => with_form!(e, F => if e.staged::<F>() {
+            array_sum_write(
+                [input, target, weights],
+                grad,
+                #[inline(always)]
+                |fma, [x, y, w], g| staged_lanes(
+                    x,
                     #[inline(always)]
-                    |_, [x, y, w], g| zip3_sum_write(
-                        x,
-                        y,
-                        w,
-                        g,
+                    |x| e.stage_in::<F>(x, fma),
+                    #[inline(always)]
+                    |r, s, lanes| zip4_sum_write_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        &w[r.clone()],
+                        s,
+                        &mut g[r],
                         #[inline(always)]
-                        move |x, y, w| {
-                            let (v, d) = e.value_grad_in::<F>(x, y);
+                        move |x, y, w, s| {
+                            let t = e.stage2_in::<F>(s, fma);
+                            let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                             let d = scale * w * d;
                             (
                                 [w * v],
@@ -438,23 +333,30 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         }
                     )
                 )
-            }),
-            _ => dispatch::run_fma(
+            )
+        } else {
+            array_sum_write(
+                [input, target, weights],
+                grad,
                 #[inline(always)]
-                |fma| {
-                    let mut acc = ChunkedSum::new();
-                    let mut ok = true;
-                    let operands = input.iter().zip(target).zip(weights).zip(grad.iter_mut());
-                    with_form!(e, F => for (((&x, &y), &w), g) in operands {
-                        let (v, d) = e.value_grad_as_sliced::<F>(x, y, fma);
-                        *g = scale * w * d;
-                        acc.add([w * v]);
-                        ok &= accepts.check(x, y) & weight_ok(w) & finite(*g);
-                    });
-                    (acc.finish(), ok)
-                },
-            ),
-        },
+                |_, [x, y, w], g| zip3_sum_write(
+                    x,
+                    y,
+                    w,
+                    g,
+                    #[inline(always)]
+                    move |x, y, w| {
+                        let (v, d) = e.value_grad_in::<F>(x, y);
+                        let d = scale * w * d;
+                        (
+                            [w * v],
+                            d,
+                            accepts.check(x, y) & weight_ok(w) & finite(d),
+                        )
+                    }
+                )
+            )
+        }),
     };
     if ok {
         Ok(total[0])

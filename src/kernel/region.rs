@@ -16,15 +16,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ndarray::{ArrayRef, Axis, Dimension, Zip};
+use ndarray::{ArrayRef, Axis, Dimension};
 
+use super::gather::{array_sum, array_sum_write};
 use super::math::{Fma, Logistic, select};
 use super::softmax::{
     self, Classes, Faults, L, Lane, LaneSum, Lanes, LanesMut, Softmax, with_classes,
 };
 use super::{
-    BLOCK, CHUNK, ChunkedSum, Domain, STAGE, blocked_sum, blocked_sum_write, blocked_sum_write_at,
-    common_slices, finite, grad_matches, run_sums, run_sums_into, staged_lanes, zip_sum_write,
+    BLOCK, CHUNK, Domain, STAGE, blocked_sum_write_at, common_slices, finite, grad_matches,
+    run_sums, run_sums_into, staged_lanes, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -184,7 +185,8 @@ impl Layout {
 }
 
 /// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x))`
-/// the activation. The slice path computes, for a piece of [`STAGE`]
+/// the activation (in any layout: see [`array_sum`]). The loop computes,
+/// for a piece of [`STAGE`]
 /// elements at a time, `stage` (the sigmoid's `exp`; skipped without
 /// `STAGED`, where `p` must be `x`, and the pieces are chunks), then `p`
 /// with the validation, then the sums (by [`run_sums_into`] and
@@ -207,9 +209,9 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
 ) -> ([f64; K], bool) {
     let accepts = domain.thresholds::<A>();
     let p = |x: A| finish(x, stage(x));
-    match common_slices([input, target]) {
-        Some(slices) if STAGED => blocked_sum(
-            slices,
+    if STAGED {
+        array_sum(
+            [input, target],
             #[inline(always)]
             |_, [x, y]| {
                 let mut buffer = [A::zero(); STAGE];
@@ -233,10 +235,11 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                 );
                 (sums, bad == 0)
             },
-        ),
+        )
+    } else {
         // No stage (`p = x`): the same pieces, without the copies.
-        Some(slices) => blocked_sum(
-            slices,
+        array_sum(
+            [input, target],
             #[inline(always)]
             |_, [x, y]| {
                 let mut bad = 0u32;
@@ -249,16 +252,7 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                 }
                 (total, bad == 0)
             },
-        ),
-        None => {
-            let mut acc = ChunkedSum::new();
-            let mut ok = true;
-            Zip::from(input).and(target).for_each(|&x, &y| {
-                acc.add(term(p(x), y));
-                ok &= accepts.check(x, y);
-            });
-            (acc.finish(), ok)
-        }
+        )
     }
 }
 
@@ -894,42 +888,23 @@ fn group_grad<A: Float, D: Dimension>(
     grad: &mut ArrayRef<A, D>,
     f: &(impl Fn(A, A) -> A + Sync),
 ) -> bool {
-    let fast = grad_matches(grad, input);
-    let g_fast = if fast {
-        grad.as_slice_memory_order_mut()
-    } else {
-        None
-    };
-    let mut ok = true;
-    match (common_slices([input, target]), g_fast) {
-        (Some(slices), Some(g)) => {
-            let ([], good) = blocked_sum_write(
-                slices,
+    let ([], ok) = array_sum_write(
+        [input, target],
+        grad,
+        #[inline(always)]
+        |_, [x, y], g| {
+            zip_sum_write(
+                x,
+                y,
                 g,
                 #[inline(always)]
-                |_, [x, y], g| {
-                    zip_sum_write(
-                        x,
-                        y,
-                        g,
-                        #[inline(always)]
-                        |x, y| {
-                            let d = f(x, y);
-                            ([], d, finite(d))
-                        },
-                    )
+                |x, y| {
+                    let d = f(x, y);
+                    ([], d, finite(d))
                 },
-            );
-            ok = good;
-        }
-        _ => Zip::from(grad)
-            .and(input)
-            .and(target)
-            .for_each(|g, &x, &y| {
-                *g = f(x, y);
-                ok &= finite(*g);
-            }),
-    }
+            )
+        },
+    );
     ok
 }
 
