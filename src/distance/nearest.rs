@@ -986,6 +986,7 @@ impl UnitPass {
                 &mut best,
                 &wanted,
                 shift,
+                0,
                 #[inline(always)]
                 |best, &(k, off, _)| {
                     if let Some(keys) = lanes(&row.key, block + k) {
@@ -1024,12 +1025,14 @@ impl UnitPass {
             );
             if let (true, (Some(l1), Some(g1), Some(g2))) = (shared, window) {
                 let mut other = std::mem::take(&mut self.other);
-                let any = other_values(&mut other, [l1, g1, g2], common, none);
+                let least = other_values(&mut other, [l1, g1, g2], common);
+                let any = least < none;
                 if any {
                     self.search(
                         &mut best2,
                         &wanted,
                         0,
+                        least,
                         #[inline(always)]
                         |best2, &(k, _, square)| {
                             if let Some(v) = lanes(&other, k) {
@@ -1048,6 +1051,7 @@ impl UnitPass {
                 self.search(
                     &mut best2,
                     &wanted,
+                    0,
                     0,
                     #[inline(always)]
                     |best2, &(k, _, square)| {
@@ -1082,15 +1086,17 @@ impl UnitPass {
 
     /// Runs `tap` over the window's columns from the centre out, and stops
     /// once no farther column can lower a value that matters: a column `s`
-    /// steps away adds `s²`, so when `(s + 1)²` exceeds the value (`best >>
-    /// shift`) of every wanted lane, or the cut-off, the rest only gives
-    /// values that are not kept. Checked every other step.
+    /// steps away adds `s²` to a value of at least `floor`, so when
+    /// `floor + (s + 1)²` exceeds the value (`best >> shift`) of every
+    /// wanted lane, or the cut-off, the rest only gives values that are not
+    /// kept. Checked every other step.
     #[inline(always)]
     fn search(
         &self,
         best: &mut [u32; LANES],
         wanted: &[u32; LANES],
         shift: u32,
+        floor: u32,
         mut tap: impl FnMut(&mut [u32; LANES], &(usize, u32, u32)),
     ) {
         let Some((centre, rest)) = self.taps.split_first() else {
@@ -1103,7 +1109,7 @@ impl UnitPass {
             }
             // Columns up to s steps away are done.
             let s = 2 * c + 2;
-            let next = ((s + 1) * (s + 1)) as u32;
+            let next = ((s + 1) * (s + 1)) as u32 + floor;
             if next > self.cut {
                 break;
             }
@@ -1126,17 +1132,16 @@ fn lanes(v: &[u32], at: usize) -> Option<&[u32; LANES]> {
 }
 
 /// Each column's best value of a label other than `label` into `other`:
-/// `g1`, or the larger `g2` where `l1` is `label`; whether any is below
-/// `none`.
+/// `g1`, or the larger `g2` where `l1` is `label`; returns the least.
 #[inline(always)]
-fn other_values(other: &mut [u32], [l1, g1, g2]: [&[u32]; 3], label: u32, none: u32) -> bool {
+fn other_values(other: &mut [u32], [l1, g1, g2]: [&[u32]; 3], label: u32) -> u32 {
     let mut low = u32::MAX;
     for (((o, &l), &a), &b) in other.iter_mut().zip(l1).zip(g1).zip(g2) {
         let same = u32::from(l == label).wrapping_neg();
         *o = a.max(b & same);
         low = low.min(*o);
     }
-    low < none
+    low
 }
 
 /// The two-best sweep of the row-major `labels` of `shape` (0: background):
