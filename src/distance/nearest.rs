@@ -959,6 +959,17 @@ impl UnitPass {
     /// `near`.
     #[inline(always)]
     fn row(&mut self, row: &UnitRow, n1: usize, near: &mut Vec<Near>) {
+        // Slices, not the `Vec`s behind `row`: with those, LLVM loaded each
+        // `Vec`'s pointer and length per lane of the label lookup, as two
+        // more gathers.
+        let (key, g1, g2, l1, frees, sites) = (
+            &row.key[..],
+            &row.g1[..],
+            &row.g2[..],
+            &row.l1[..],
+            &row.free[..],
+            &row.sites[..],
+        );
         let (w, cut, shift, none) = (self.w, self.cut, self.shift, self.none);
         let mask = (1u32 << shift) - 1;
         let span = 2 * w + LANES;
@@ -966,9 +977,9 @@ impl UnitPass {
             // The window of element block + i is the padded columns
             // block + i to block + i + 2w, centred on its own.
             let (Some(before), Some(after), Some(free)) = (
-                lanes(&row.sites, block),
-                lanes(&row.sites, block + 2 * w + 1),
-                lanes(&row.free, block + w),
+                lanes(sites, block),
+                lanes(sites, block + 2 * w + 1),
+                lanes(frees, block + w),
             ) else {
                 continue;
             };
@@ -989,7 +1000,7 @@ impl UnitPass {
                 0,
                 #[inline(always)]
                 |best, &(k, off, _)| {
-                    if let Some(keys) = lanes(&row.key, block + k) {
+                    if let Some(keys) = lanes(key, block + k) {
                         for i in 0..LANES {
                             best[i] = best[i].min(keys[i] + off);
                         }
@@ -1001,7 +1012,7 @@ impl UnitPass {
                 let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
                 if keep {
                     let y = block + i + (best[i] & mask) as usize;
-                    label[i] = row.l1.get(y).copied().unwrap_or(0);
+                    label[i] = l1.get(y).copied().unwrap_or(0);
                 }
                 wanted[i] = u32::from(keep).wrapping_neg();
             }
@@ -1019,9 +1030,9 @@ impl UnitPass {
                 shared &= wanted[i] == 0 || label[i] == common;
             }
             let window = (
-                row.l1.get(block..block + span),
-                row.g1.get(block..block + span),
-                row.g2.get(block..block + span),
+                l1.get(block..block + span),
+                g1.get(block..block + span),
+                g2.get(block..block + span),
             );
             if let (true, (Some(l1), Some(g1), Some(g2))) = (shared, window) {
                 let mut other = std::mem::take(&mut self.other);
@@ -1057,7 +1068,7 @@ impl UnitPass {
                     |best2, &(k, _, square)| {
                         let at = block + k;
                         if let (Some(l1), Some(g1), Some(g2)) =
-                            (lanes(&row.l1, at), lanes(&row.g1, at), lanes(&row.g2, at))
+                            (lanes(l1, at), lanes(g1, at), lanes(g2, at))
                         {
                             for i in 0..LANES {
                                 // The best value of a label other than
