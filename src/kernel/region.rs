@@ -186,18 +186,17 @@ impl Layout {
 
 /// Sums `term(p, y)` over one group's elements, `p = finish(x, stage(x))`
 /// the activation (in any layout: see [`array_sum`]). The loop computes,
-/// for a piece of [`STAGE`]
-/// elements at a time, `stage` (the sigmoid's `exp`; skipped without
-/// `STAGED`, where `p` must be `x`, and the pieces are chunks), then `p`
-/// with the validation, then the sums (by [`run_sums_into`] and
-/// [`run_sums`]: fused with the rest, the sums were packed across
-/// quantities into scalar code), each in a loop of its own: the `exp`'s
-/// chain and the division's then overlap over many elements (in-cache Dice
-/// on logits, pass 1: about a tenth faster; on probabilities, 1.27 against
-/// 0.74 ns per element with the sums fused). In pieces of 128 rather than
-/// chunks of 512, the loads of the next piece overlap the arithmetic:
-/// Dice's `loss` at 2^24 `f32` 1.09 → 0.85 ns per element, its `loss_grad`
-/// 1.83 → 1.56 (AVX-512), the same in cache.
+/// for a piece of [`STAGE`] elements at a time, `stage` (the sigmoid's
+/// `exp`; skipped without `STAGED`, where `p` must be `x`, and the pieces
+/// are chunks), then `p` with the validation, then the sums (by
+/// [`run_sums_into`] and [`run_sums`]: fused with the rest, the sums were
+/// packed across quantities into scalar code), each in a loop of its own:
+/// the `exp`'s chain and the division's then overlap over many elements
+/// (in-cache Dice on logits, pass 1: about a tenth faster; on
+/// probabilities, 1.27 against 0.74 ns per element with the sums fused).
+/// In pieces of 128 rather than chunks of 512, the loads of the next piece
+/// overlap the arithmetic: Dice's `loss` at 2^24 `f32` 1.09 → 0.85 ns per
+/// element, its `loss_grad` 1.83 → 1.56 (AVX-512), the same in cache.
 #[inline(always)]
 fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
     domain: Domain,
@@ -557,9 +556,8 @@ pub(crate) enum Stage {
 /// or 1, `σ(x)·σ(-x)` ([`Stage::Logistic`]), when the three arrays have
 /// one memory order and the layout one group, or they are in standard
 /// layout (where each group is made of contiguous runs). `None` (and
-/// `scratch` untouched)
-/// where it does not apply: the caller then takes [`sums`] and
-/// [`write_grad`].
+/// `scratch` untouched) where it does not apply: the caller then takes
+/// [`sums`] and [`write_grad`].
 fn sums_and_stage<A: Float, D: Dimension, const K: usize>(
     layout: &Layout,
     input: &ArrayRef<A, D>,
