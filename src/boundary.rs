@@ -3,8 +3,9 @@
 use ndarray::{Array, ArrayRef, Axis, Dimension, Zip};
 
 use crate::error::unravel;
+use crate::kernel::gather::{array_sum, array_sum_write};
 use crate::kernel::math::Logistic;
-use crate::kernel::{ChunkedSum, chunked_sum, common_slices, grad_matches};
+use crate::kernel::{zip_sum, zip_sum_write};
 use crate::loss::{binary_input, finite_result, non_empty, same_shape};
 use crate::signed_distance::signed_distance;
 use crate::{Error, Float, Input, Loss, Result};
@@ -161,30 +162,25 @@ impl BoundaryLoss {
         let count = input.len();
         let scale = A::from_f64(1.0 / count as f64);
         let (total, ok) = match grad {
-            None => match common_slices([input, phi]) {
-                Some([x, d]) => chunked_sum(x.len(), |i| {
-                    let p = if probabilities {
-                        x[i]
-                    } else {
-                        Logistic::sigmoid(x[i])
-                    };
-                    ([d[i] * p], accepts(x[i], d[i]))
-                }),
-                None => {
-                    let mut acc = ChunkedSum::new();
-                    let mut ok = true;
-                    Zip::from(input).and(phi).for_each(|&x, &d| {
-                        let p = if probabilities {
-                            x
-                        } else {
-                            Logistic::sigmoid(x)
-                        };
-                        acc.add([d * p]);
-                        ok &= accepts(x, d);
-                    });
-                    (acc.finish(), ok)
-                }
-            },
+            None => array_sum(
+                [input, phi],
+                #[inline(always)]
+                |_, [x, d]| {
+                    zip_sum(
+                        x,
+                        d,
+                        #[inline(always)]
+                        move |x, d| {
+                            let p = if probabilities {
+                                x
+                            } else {
+                                Logistic::sigmoid(x)
+                            };
+                            ([d * p], accepts(x, d))
+                        },
+                    )
+                },
+            ),
             Some(grad) => {
                 let element = |x: A, d: A| {
                     if probabilities {
@@ -194,30 +190,23 @@ impl BoundaryLoss {
                         (d * l.sigma, scale * d * l.sigma * l.sigma_c)
                     }
                 };
-                let fast = grad_matches(grad, input);
-                let g_fast = if fast {
-                    grad.as_slice_memory_order_mut()
-                } else {
-                    None
-                };
-                match (common_slices([input, phi]), g_fast) {
-                    (Some([x, d]), Some(g)) => chunked_sum(x.len(), |i| {
-                        let (v, dv) = element(x[i], d[i]);
-                        g[i] = dv;
-                        ([v], accepts(x[i], d[i]) & dv.is_finite())
-                    }),
-                    _ => {
-                        let mut acc = ChunkedSum::new();
-                        let mut ok = true;
-                        Zip::from(input).and(phi).and(grad).for_each(|&x, &d, g| {
-                            let (v, dv) = element(x, d);
-                            *g = dv;
-                            acc.add([v]);
-                            ok &= accepts(x, d) & dv.is_finite();
-                        });
-                        (acc.finish(), ok)
-                    }
-                }
+                array_sum_write(
+                    [input, phi],
+                    grad,
+                    #[inline(always)]
+                    |_, [x, d], g| {
+                        zip_sum_write(
+                            x,
+                            d,
+                            g,
+                            #[inline(always)]
+                            move |x, d| {
+                                let (v, dv) = element(x, d);
+                                ([v], dv, accepts(x, d) & dv.is_finite())
+                            },
+                        )
+                    },
+                )
             }
         };
         if !ok {

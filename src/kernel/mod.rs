@@ -182,49 +182,6 @@ pub(crate) fn blocked_sum_write_at<A: Float, const K: usize, const N: usize>(
     combine(out.chunks_mut(BLOCK).enumerate().map(part))
 }
 
-/// Running sum of `K` quantities: per-element values go into an element-type
-/// accumulator that is flushed into `f64` every [`CHUNK`] elements. Used by
-/// the strided (non-contiguous) paths; the slice paths sum whole chunks.
-pub(crate) struct ChunkedSum<A, const K: usize> {
-    partial: [A; K],
-    count: usize,
-    total: [f64; K],
-}
-
-impl<A: Float, const K: usize> ChunkedSum<A, K> {
-    pub(crate) fn new() -> Self {
-        Self {
-            partial: [A::zero(); K],
-            count: 0,
-            total: [0.0; K],
-        }
-    }
-
-    #[inline]
-    pub(crate) fn add(&mut self, values: [A; K]) {
-        for (p, v) in self.partial.iter_mut().zip(values) {
-            *p += v;
-        }
-        self.count += 1;
-        if self.count == CHUNK {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        for (t, p) in self.total.iter_mut().zip(&mut self.partial) {
-            *t += p.as_f64();
-            *p = A::zero();
-        }
-        self.count = 0;
-    }
-
-    pub(crate) fn finish(mut self) -> [f64; K] {
-        self.flush();
-        self.total
-    }
-}
-
 /// Sums `LANES` accumulators pairwise into an `f64`.
 #[inline]
 pub(crate) fn sum_lanes<A: Float>(lanes: &[A; LANES]) -> f64 {
@@ -550,42 +507,6 @@ pub(crate) fn common_slices<A, D: Dimension, const N: usize>(
 /// index means the same element in both).
 pub(crate) fn grad_matches<A, D: Dimension>(grad: &ArrayRef<A, D>, like: &ArrayRef<A, D>) -> bool {
     (grad.strides() == like.strides() || grad.len() <= 1) && grad.as_slice_memory_order().is_some()
-}
-
-/// Sums `K` quantities over the indices `0..len`, produced by `term(i)`
-/// together with a validity flag, in [`CHUNK`]-sized blocks of [`LANES`]
-/// element-type accumulators with `f64` block totals. Returns the totals
-/// and whether every term was valid.
-#[inline(always)]
-pub(crate) fn chunked_sum<A: Float, const K: usize>(
-    len: usize,
-    mut term: impl FnMut(usize) -> ([A; K], bool),
-) -> ([f64; K], bool) {
-    let mut total = [0.0f64; K];
-    let mut ok = true;
-    let mut start = 0;
-    while start < len {
-        let end = (start + CHUNK).min(len);
-        let mut lanes = [[A::zero(); LANES]; K];
-        let mut i = start;
-        while i < end {
-            // A single call site for `term`, so that it is inlined.
-            let width = (end - i).min(LANES);
-            for k in 0..width {
-                let (values, good) = term(i + k);
-                for (lane, v) in lanes.iter_mut().zip(values) {
-                    lane[k] += v;
-                }
-                ok &= good;
-            }
-            i += width;
-        }
-        for (t, lane) in total.iter_mut().zip(&lanes) {
-            *t += sum_lanes(lane);
-        }
-        start = end;
-    }
-    (total, ok)
 }
 
 /// The accumulators of one chunk of the fused sums: `K` quantities in
