@@ -4,7 +4,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
-use segloss::{BinaryCrossEntropy, DiceLoss, Input, Loss, Reduction, ShapeAwareLoss};
+use segloss::{BinaryCrossEntropy, BoundaryLoss, DiceLoss, Input, Loss, Reduction, ShapeAwareLoss};
 
 /// A random shape of 1 to 3 axes with 1 to 5 elements along each.
 fn shape() -> impl Strategy<Value = Vec<usize>> {
@@ -236,6 +236,15 @@ proptest! {
         let mut gb = ArrayD::zeros(xs.raw_dim());
         let a = weighted.loss_grad_with_weights(&xt, &ys, &wt, &mut ga).unwrap();
         let b = weighted.loss_grad_with_weights(&xs, &ys, &ws, &mut gb).unwrap();
+        prop_assert_eq!(a.to_bits(), b.to_bits());
+        prop_assert_eq!(ga, gb);
+
+        // The weights stand in for the boundary loss's distance map.
+        let boundary = BoundaryLoss::new();
+        let mut ga = ArrayD::zeros(xs.raw_dim());
+        let mut gb = ArrayD::zeros(xs.raw_dim());
+        let a = boundary.loss_grad_with_distance(&xt, &wt, &mut ga).unwrap();
+        let b = boundary.loss_grad_with_distance(&xs, &ws, &mut gb).unwrap();
         prop_assert_eq!(a.to_bits(), b.to_bits());
         prop_assert_eq!(ga, gb);
     }
