@@ -793,6 +793,15 @@ struct UnitRow {
     sites: Vec<u32>,
 }
 
+/// A column of the row pass's window: its index `k` in the window, the
+/// search key `s² << shift | k` and `s²`, for `s` steps from the centre.
+#[derive(Clone, Copy)]
+struct Tap {
+    k: u32,
+    key: u32,
+    square: u32,
+}
+
 /// The constants of the row pass of [`two_nearest_unit`], and its scratch.
 struct UnitPass {
     /// Half-width of the windows, the cut-off, the key shift, the cap.
@@ -801,9 +810,10 @@ struct UnitPass {
     shift: u32,
     none: u32,
     /// The window's columns from the centre out (`w`, `w - 1`, `w + 1`,
-    /// ...), with `s² << shift | k` and `s²` for the column `k` at `s`
-    /// steps from the centre.
-    taps: Vec<(usize, u32, u32)>,
+    /// ...), after the centre in groups of eight (the last padded with
+    /// copies of the centre, which change no minimum).
+    centre: Tap,
+    taps: Vec<[Tap; 8]>,
     /// Each column's value of a label other than the block's.
     other: Vec<u32>,
 }
@@ -857,18 +867,31 @@ pub(crate) fn two_nearest_unit(
         free: vec![0; len],
         sites: vec![0; len + 1],
     };
-    let mut taps = vec![(w, 0, 0)];
+    // w <= 128: every column index and key fits in a u32.
+    let centre = Tap {
+        k: w as u32,
+        key: w as u32,
+        square: 0,
+    };
+    let mut around = Vec::with_capacity(2 * w + 8);
     for s in 1..=w {
         let square = (s * s) as u32;
-        taps.push((w - s, (square << shift) | (w - s) as u32, square));
-        taps.push((w + s, (square << shift) | (w + s) as u32, square));
+        for k in [w - s, w + s] {
+            let key = (square << shift) | k as u32;
+            let k = k as u32;
+            around.push(Tap { k, key, square });
+        }
     }
-    taps[0].1 = w as u32;
+    while !around.len().is_multiple_of(8) {
+        around.push(centre);
+    }
+    let taps = around.as_chunks::<8>().0.to_vec();
     let mut pass = UnitPass {
         w,
         cut,
         shift,
         none,
+        centre,
         taps,
         other: vec![0; 2 * w + LANES],
     };
@@ -992,6 +1015,16 @@ impl UnitPass {
             if wanted == [0; LANES] {
                 continue;
             }
+            // The padding keeps every window in bounds.
+            let window = (
+                key.get(block..block + span),
+                l1.get(block..block + span),
+                g1.get(block..block + span),
+                g2.get(block..block + span),
+            );
+            let (Some(key), Some(l1), Some(g1), Some(g2)) = window else {
+                continue;
+            };
             let mut best = [u32::MAX; LANES];
             self.search(
                 &mut best,
@@ -999,10 +1032,10 @@ impl UnitPass {
                 shift,
                 0,
                 #[inline(always)]
-                |best, &(k, off, _)| {
-                    if let Some(keys) = lanes(key, block + k) {
+                |best, tap| {
+                    if let Some(keys) = tap_lanes(key, tap.k) {
                         for i in 0..LANES {
-                            best[i] = best[i].min(keys[i] + off);
+                            best[i] = best[i].min(keys[i] + tap.key);
                         }
                     }
                 },
@@ -1011,7 +1044,7 @@ impl UnitPass {
             for i in 0..LANES {
                 let keep = wanted[i] != 0 && (best[i] >> shift) <= cut;
                 if keep {
-                    let y = block + i + (best[i] & mask) as usize;
+                    let y = i + (best[i] & mask) as usize;
                     label[i] = l1.get(y).copied().unwrap_or(0);
                 }
                 wanted[i] = u32::from(keep).wrapping_neg();
@@ -1029,12 +1062,7 @@ impl UnitPass {
             for i in 0..LANES {
                 shared &= wanted[i] == 0 || label[i] == common;
             }
-            let window = (
-                l1.get(block..block + span),
-                g1.get(block..block + span),
-                g2.get(block..block + span),
-            );
-            if let (true, (Some(l1), Some(g1), Some(g2))) = (shared, window) {
+            if shared {
                 let mut other = std::mem::take(&mut self.other);
                 let least = other_values(&mut other, [l1, g1, g2], common);
                 let any = least < none;
@@ -1045,10 +1073,10 @@ impl UnitPass {
                         0,
                         least,
                         #[inline(always)]
-                        |best2, &(k, _, square)| {
-                            if let Some(v) = lanes(&other, k) {
+                        |best2, tap| {
+                            if let Some(v) = tap_lanes(&other, tap.k) {
                                 for i in 0..LANES {
-                                    best2[i] = best2[i].min(v[i] + square);
+                                    best2[i] = best2[i].min(v[i] + tap.square);
                                 }
                             }
                         },
@@ -1065,10 +1093,11 @@ impl UnitPass {
                     0,
                     0,
                     #[inline(always)]
-                    |best2, &(k, _, square)| {
-                        let at = block + k;
+                    |best2, tap| {
+                        let k = tap.k;
+                        let square = tap.square;
                         if let (Some(l1), Some(g1), Some(g2)) =
-                            (lanes(l1, at), lanes(g1, at), lanes(g2, at))
+                            (tap_lanes(l1, k), tap_lanes(g1, k), tap_lanes(g2, k))
                         {
                             for i in 0..LANES {
                                 // The best value of a label other than
@@ -1112,13 +1141,10 @@ impl UnitPass {
         wanted: &[u32; LANES],
         shift: u32,
         floor: u32,
-        mut tap: impl FnMut(&mut [u32; LANES], &(usize, u32, u32)),
+        mut tap: impl FnMut(&mut [u32; LANES], &Tap),
     ) {
-        let Some((centre, rest)) = self.taps.split_first() else {
-            return;
-        };
-        tap(best, centre);
-        for (c, eight) in rest.chunks(8).enumerate() {
+        tap(best, &self.centre);
+        for (c, eight) in self.taps.iter().enumerate() {
             for t in eight {
                 tap(best, t);
             }
@@ -1144,6 +1170,15 @@ impl UnitPass {
 #[inline(always)]
 fn lanes(v: &[u32], at: usize) -> Option<&[u32; LANES]> {
     v.get(at..at.checked_add(LANES)?)?.try_into().ok()
+}
+
+/// [`lanes`] at a tap's column: from a `u32` the end cannot overflow, so
+/// the bounds check is one comparison, not the three of `checked_add`'s
+/// (a tenth of the row pass's instructions).
+#[inline(always)]
+fn tap_lanes(v: &[u32], k: u32) -> Option<&[u32; LANES]> {
+    let at = k as usize;
+    v.get(at..at + LANES)?.try_into().ok()
 }
 
 /// Each column's best value of a label other than `label` into `other`:
