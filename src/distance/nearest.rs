@@ -1056,13 +1056,17 @@ impl UnitPass {
             // Mostly every wanted lane has the same nearest label: then
             // each column's value of another label is taken once for the
             // block.
-            let first = wanted.iter().position(|&m| m != 0).unwrap_or(0);
-            let common = label[first];
-            let mut shared = true;
+            // The least and the largest label of the wanted lanes, as two
+            // reductions across the lanes (a search for the first wanted
+            // lane and a compare against its label took a twentieth of the
+            // row pass: the scalar loop read the arrays back from memory).
+            let (mut low, mut high) = (u32::MAX, 0);
             for i in 0..LANES {
-                shared &= wanted[i] == 0 || label[i] == common;
+                low = low.min(label[i] | !wanted[i]);
+                high = high.max(label[i] & wanted[i]);
             }
-            if shared {
+            let common = high;
+            if low == high {
                 let mut other = std::mem::take(&mut self.other);
                 let least = other_values(&mut other, [l1, g1, g2], common);
                 let any = least < none;
