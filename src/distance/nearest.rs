@@ -1025,6 +1025,9 @@ impl UnitPass {
             let (Some(key), Some(l1), Some(g1), Some(g2)) = window else {
                 continue;
             };
+            if one_label(l1, g1, g2, none, cut) {
+                continue;
+            }
             let mut best = [u32::MAX; LANES];
             self.search(
                 &mut best,
@@ -1183,6 +1186,30 @@ fn lanes(v: &[u32], at: usize) -> Option<&[u32; LANES]> {
 fn tap_lanes(v: &[u32], k: u32) -> Option<&[u32; LANES]> {
     let at = k as usize;
     v.get(at..at + LANES)?.try_into().ok()
+}
+
+/// Whether no element of a block has a second label within the cut-off,
+/// from its windows' columns (`l1`, `g1`, `g2`, `none` where no site):
+/// when every column's best is of one label `L` and every column's value
+/// of another label exceeds `cut`, an element nearest to `L` has
+/// `d2 > cut`, and one nearest to another label has `d1 > cut`.
+///
+/// A block of background far from all but one instance is skipped before
+/// its `d1` search, which would run to the window's edge. On sparse images
+/// that pays (512² with 50 cells, best of 14 processes: 2.12 → 1.96 ms);
+/// dense ones pay for the check (800 cells 3.64 → 3.80 ms, the text scan
+/// 1.21 → 1.27). Leaving the check early, or comparing every column with
+/// one label taken from the window's centre, was slower on all three.
+#[inline(always)]
+fn one_label(l1: &[u32], g1: &[u32], g2: &[u32], none: u32, cut: u32) -> bool {
+    let (mut low, mut high, mut second) = (u32::MAX, 0, u32::MAX);
+    for ((&l, &a), &b) in l1.iter().zip(g1).zip(g2) {
+        let site = u32::from(a < none).wrapping_neg();
+        low = low.min(l | !site);
+        high = high.max(l & site);
+        second = second.min(b);
+    }
+    low >= high && second > cut
 }
 
 /// Each column's best value of a label other than `label` into `other`:
