@@ -765,16 +765,51 @@ impl UnitScan {
         let n = labels.len();
         let (d1, d2, l1) = (&mut self.d1[..n], &mut self.d2[..n], &mut self.l1[..n]);
         for i in 0..n {
-            let label = labels[i];
-            let site = label != 0;
-            let new = site & (l1[i] != label);
-            let up1 = (d1[i] + 1).min(cap);
-            let up2 = (d2[i] + 1).min(cap);
-            d2[i] = if new { up1 } else { up2 };
-            d1[i] = if site { 0 } else { up1 };
-            l1[i] = if site { label } else { l1[i] };
+            (d1[i], d2[i], l1[i]) = unit_step((d1[i], d2[i], l1[i]), labels[i], cap);
         }
     }
+
+    /// [`UnitScan::step`] into row `q` of `self` (rows of `labels.len()`
+    /// elements) from row `q + 1`, or from `below`'s first row when
+    /// given: the backward scan writes each band row's state in place, with
+    /// no copy.
+    #[inline(always)]
+    fn step_up(&mut self, q: usize, below: Option<&UnitScan>, labels: &[u32], cap: u16) {
+        let n = labels.len();
+        let at = (q + 1) * n;
+        if at > self.l1.len() {
+            return;
+        }
+        let (d1, next1) = self.d1.split_at_mut(at);
+        let (d2, next2) = self.d2.split_at_mut(at);
+        let (l1, next_l) = self.l1.split_at_mut(at);
+        let (e1, e2, m1) = (&mut d1[q * n..], &mut d2[q * n..], &mut l1[q * n..]);
+        let (s1, s2, sl) = match below {
+            Some(b) => (&b.d1[..], &b.d2[..], &b.l1[..]),
+            None => (&next1[..], &next2[..], &next_l[..]),
+        };
+        let (Some(s1), Some(s2), Some(sl)) = (s1.get(..n), s2.get(..n), sl.get(..n)) else {
+            return;
+        };
+        for i in 0..n {
+            (e1[i], e2[i], m1[i]) = unit_step((s1[i], s2[i], sl[i]), labels[i], cap);
+        }
+    }
+}
+
+/// One step of a column's capped counts `(d1, d2, l1)` onto an element of
+/// label `label`.
+#[inline(always)]
+fn unit_step((d1, d2, l1): (u16, u16, u32), label: u32, cap: u16) -> (u16, u16, u32) {
+    let site = label != 0;
+    let new = site & (l1 != label);
+    let up1 = (d1 + 1).min(cap);
+    let up2 = (d2 + 1).min(cap);
+    (
+        if site { 0 } else { up1 },
+        if new { up1 } else { up2 },
+        if site { label } else { l1 },
+    )
 }
 
 /// The column candidates of one row for the row pass, padded on both
@@ -905,18 +940,14 @@ pub(crate) fn two_nearest_unit(
                 #[inline(always)]
                 || {
                     scan.reset(cap);
-                    for (q, row) in labels[r * n1..below * n1]
-                        .chunks_exact(n1)
-                        .enumerate()
-                        .rev()
-                    {
+                    let rows = &labels[r * n1..below * n1];
+                    let inside = (below - r).min(band);
+                    for row in rows[inside * n1..].chunks_exact(n1).rev() {
                         scan.step(row, cap);
-                        if q < band {
-                            let to = q * n1..(q + 1) * n1;
-                            back.d1[to.clone()].copy_from_slice(&scan.d1);
-                            back.d2[to.clone()].copy_from_slice(&scan.d2);
-                            back.l1[to].copy_from_slice(&scan.l1);
-                        }
+                    }
+                    for (q, row) in rows[..inside * n1].chunks_exact(n1).enumerate().rev() {
+                        let from = (q + 1 == inside).then_some(&scan);
+                        back.step_up(q, from, row, cap);
                     }
                 },
             );
