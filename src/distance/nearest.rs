@@ -797,6 +797,35 @@ impl UnitScan {
     }
 }
 
+/// `sites[y]` = the number of `g[..=y]` below `none`: a running count, a
+/// vector of [`LANES`] at a time as an inclusive scan in four shifted adds
+/// (one add per element in a chain was a twentieth of the U-Net map).
+#[inline(always)]
+fn count_sites(sites: &mut [u32], g: &[u32], none: u32) {
+    let mut count = 0;
+    let (whole, rest) = sites.as_chunks_mut::<LANES>();
+    let (g_whole, g_rest) = g.as_chunks::<LANES>();
+    for (s, g) in whole.iter_mut().zip(g_whole) {
+        let mut x = [0u32; LANES];
+        for i in 0..LANES {
+            x[i] = u32::from(g[i] < none);
+        }
+        for k in [1, 2, 4, 8] {
+            for i in (k..LANES).rev() {
+                x[i] += x[i - k];
+            }
+        }
+        for i in 0..LANES {
+            s[i] = count + x[i];
+        }
+        count += x[LANES - 1];
+    }
+    for (s, &g) in rest.iter_mut().zip(g_rest) {
+        count += u32::from(g < none);
+        *s = count;
+    }
+}
+
 /// One step of a column's capped counts `(d1, d2, l1)` onto an element of
 /// label `label`.
 #[inline(always)]
@@ -994,11 +1023,10 @@ pub(crate) fn two_nearest_unit(
                 }
             },
         );
-        let mut count = 0;
-        for (s, &g) in row.sites[1..].iter_mut().zip(&row.g1) {
-            count += u32::from(g < none);
-            *s = count;
-        }
+        crate::kernel::dispatch::run(
+            #[inline(always)]
+            || count_sites(&mut row.sites[1..], &row.g1, none),
+        );
         crate::kernel::dispatch::run(
             #[inline(always)]
             || pass.row(&row, n1, &mut near),
