@@ -722,6 +722,12 @@ impl UnitCut {
             shift,
         })
     }
+
+    /// The largest squared distance kept: every [`Near`] has `d1 <= d2`
+    /// and `d2` at most this.
+    pub(crate) fn cut(&self) -> u32 {
+        self.cut
+    }
 }
 
 /// A background element (any element with `everywhere`) whose `d2` is

@@ -344,10 +344,13 @@ impl UNetWeights {
             // elements that keep a term come back, first row first.
             (&[n0, n1], &[1.0, 1.0], Some(cut)) if n1 > 1 => {
                 let mut data = crate::alloc::with_capacity(n);
+                let roots = (0..=cut.cut())
+                    .map(|d| f64::from(d).sqrt())
+                    .collect::<Vec<_>>();
                 two_nearest_unit(flat, [n0, n1], cut, everywhere, |r, near| {
                     let at = r * n1;
                     let row = &flat[at..at + n1];
-                    push_row(&mut data, row, near, terms);
+                    push_row(&mut data, row, near, &roots, terms);
                 });
                 data
             }
@@ -413,7 +416,13 @@ impl Terms {
     /// most CPUs; a term that small is dropped anyway).
     #[inline(always)]
     fn exponent(&self, d1: f64, d2: f64) -> f64 {
-        let s = d1.sqrt() + d2.sqrt();
+        self.exponent_of_roots(d1.sqrt(), d2.sqrt())
+    }
+
+    /// [`Terms::exponent`] from the distances (not squared).
+    #[inline(always)]
+    fn exponent_of_roots(&self, r1: f64, r2: f64) -> f64 {
+        let s = r1 + r2;
         (self.scale * s * s).max(-700.0)
     }
 
@@ -465,8 +474,10 @@ fn fill_weights<A: Float>(w: &mut [A], l: &[u32], p: &[Pair], terms: Terms, ever
 
 /// Appends to `w` the weights of one row with labels `l`: the class weight,
 /// plus the border term at the elements `near` (whole squared distances),
-/// with the arithmetic of [`fill_weights`].
-fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], terms: Terms) {
+/// with the arithmetic of [`fill_weights`]; `roots[d]` is `√d` for every
+/// squared distance up to the cut-off (looked up rather than computed, the
+/// same values: 512² with 800 cells, best of 6 processes 3.76 → 3.66 ms).
+fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], roots: &[f64], terms: Terms) {
     let start = w.len();
     let class = terms.classes_as::<A>();
     w.extend(l.iter().map(|&l| class[Terms::index(l)]));
@@ -476,8 +487,12 @@ fn push_row<A: Float>(w: &mut Vec<A>, l: &[u32], near: &[Near], terms: Terms) {
         crate::kernel::dispatch::run(
             #[inline(always)]
             || {
+                let root = |d: u32| match roots.get(d as usize) {
+                    Some(&r) => r,
+                    None => f64::from(d).sqrt(),
+                };
                 for (a, p) in arg.iter_mut().zip(near) {
-                    *a = terms.exponent(f64::from(p.d1), f64::from(p.d2));
+                    *a = terms.exponent_of_roots(root(p.d1), root(p.d2));
                 }
                 for a in arg.iter_mut() {
                     *a = exp_f64(*a, Fma::Off);
