@@ -880,10 +880,11 @@ struct UnitPass {
     shift: u32,
     none: u32,
     /// The window's columns from the centre out (`w`, `w - 1`, `w + 1`,
-    /// ...), after the centre in groups of eight (the last padded with
-    /// copies of the centre, which change no minimum).
+    /// ...), after the centre padded to a multiple of eight with copies
+    /// of the centre, which change no minimum: the searches take them in
+    /// groups of eight.
     centre: Tap,
-    taps: Vec<[Tap; 8]>,
+    taps: Vec<Tap>,
     /// Each column's value of a label other than the block's.
     other: Vec<u32>,
 }
@@ -943,19 +944,18 @@ pub(crate) fn two_nearest_unit(
         key: w as u32,
         square: 0,
     };
-    let mut around = Vec::with_capacity(2 * w + 8);
+    let mut taps = Vec::with_capacity(2 * w + 8);
     for s in 1..=w {
         let square = (s * s) as u32;
         for k in [w - s, w + s] {
             let key = (square << shift) | k as u32;
             let k = k as u32;
-            around.push(Tap { k, key, square });
+            taps.push(Tap { k, key, square });
         }
     }
-    while !around.len().is_multiple_of(8) {
-        around.push(centre);
+    while !taps.len().is_multiple_of(8) {
+        taps.push(centre);
     }
-    let taps = around.as_chunks::<8>().0.to_vec();
     let mut pass = UnitPass {
         w,
         cut,
@@ -1216,7 +1216,7 @@ impl UnitPass {
         mut tap: impl FnMut(&mut [u32; LANES], &Tap),
     ) {
         tap(best, &self.centre);
-        for (c, eight) in self.taps.iter().enumerate() {
+        for (c, eight) in self.taps.as_chunks::<8>().0.iter().enumerate() {
             for t in eight {
                 tap(best, t);
             }
