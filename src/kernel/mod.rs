@@ -603,7 +603,13 @@ macro_rules! fused_sum {
             let whole = len - len % LANES;
             $(let $x = $x[..len].split_at(whole);)+
             $(let $g = $g[..len].split_at_mut(whole);)?
-            let Lanes { sums, bad } = lanes;
+            // The accumulators are copied in and out, not updated through
+            // `lanes`: through the reference, LLVM kept them in memory on
+            // AVX2 (16 lanes are two registers per quantity there), with a
+            // load and store per group and the fault flags set by masked
+            // stores. BCE `loss_grad`, Zen 3, best of six processes: in
+            // cache 2.05 → 1.57 ns per element, at 2^24 2.24 → 1.75.
+            let (mut sums, mut bad) = (lanes.sums, lanes.bad);
             let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x.0),+; $($g.0)?);
             for fused_sum!(@pat $($x),+; $($g)?) in groups {
                 // Outputs go to a local array, stored after the lanes are
@@ -630,6 +636,8 @@ macro_rules! fused_sum {
                 }
                 bad[k] = select(fine, bad[k], A::one());
             }
+            lanes.sums = sums;
+            lanes.bad = bad;
         }
     };
     (@ty $x:ident $A:ident) => { $A };
