@@ -607,7 +607,7 @@ macro_rules! fused_sum {
             // `lanes`: through the reference, LLVM kept them in memory on
             // AVX2 (16 lanes are two registers per quantity there), with a
             // load and store per group and the fault flags set by masked
-            // stores. BCE `loss_grad`, Zen 3, best of six processes: in
+            // stores. BCE `loss_grad`, Zen 3, best of 4–6 processes: in
             // cache 2.05 → 1.57 ns per element, at 2^24 2.24 → 1.75.
             let (mut sums, mut bad) = (lanes.sums, lanes.bad);
             let groups = fused_sum!(@zip chunks_exact, chunks_exact_mut, (LANES); $($x.0),+; $($g.0)?);
