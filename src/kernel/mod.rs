@@ -25,6 +25,7 @@ pub(crate) mod dispatch;
 pub(crate) mod gather;
 pub(crate) mod math;
 pub(crate) mod pixel;
+mod prefetch;
 pub(crate) mod region;
 pub(crate) mod softmax;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use ndarray::{ArrayRef, Dimension};
 use crate::error::unravel;
 use crate::{Error, Float};
 use math::{Fma, select};
+pub(crate) use prefetch::{prefetch_ahead, prefetch_line_ahead};
 
 /// Elements per partial sum in the element type.
 pub(crate) const CHUNK: usize = 512;
@@ -710,7 +712,9 @@ fn stage_into<'b, A: Float>(buffer: &'b mut [A], x: &[A], stage: &impl Fn(A) -> 
 /// its part of `x`, computed first in a loop of their own:
 /// `body(range, staged, lanes)` adds each piece to the accumulators of its
 /// chunk, which are folded per [`CHUNK`] as the fused sums fold theirs, so
-/// that the results are theirs bit for bit.
+/// that the results are theirs bit for bit. Each piece starts by asking
+/// for the piece of `x` some way ahead ([`prefetch_ahead`]); `body` should
+/// do the same for the operands it reads.
 #[inline(always)]
 pub(crate) fn staged_lanes<A: Float, const K: usize>(
     x: &[A],
@@ -727,6 +731,7 @@ pub(crate) fn staged_lanes<A: Float, const K: usize>(
         let mut start = chunk;
         while start < chunk_end {
             let end = (start + STAGE).min(chunk_end);
+            prefetch_ahead(x, start);
             let staged = stage_into(&mut buffer, &x[start..end], &stage);
             body(start..end, staged, &mut lanes);
             start = end;

@@ -25,7 +25,7 @@ use super::softmax::{
 };
 use super::{
     BLOCK, CHUNK, Domain, STAGE, blocked_sum_write_at, common_slices, finite, grad_matches,
-    run_sums, run_sums_into, staged_lanes, zip_sum_write,
+    prefetch_ahead, run_sums, run_sums_into, staged_lanes, zip_sum_write,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Input, Result};
@@ -223,6 +223,7 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                         // By value: behind the captured reference, the
                         // thresholds were loaded again for every element.
                         let thresholds = accepts;
+                        prefetch_ahead(y, r.start);
                         let (x, y) = (&x[r.clone()], &y[r]);
                         let p = &mut buffer[..s.len()];
                         for (((p, &s), &x), &y) in p.iter_mut().zip(s).zip(x).zip(y) {
@@ -656,6 +657,8 @@ fn sigmoid_stage_run<A: Float, const K: usize>(
                     // thresholds were loaded again for every element (the
                     // stores to `g` might alias them).
                     let thresholds = accepts;
+                    prefetch_ahead(yb, r.start);
+                    prefetch_ahead(gb, r.start);
                     let (x, y, g) = (&xb[r.clone()], &yb[r.clone()], &mut gb[r.clone()]);
                     let p = &mut buffer[..e.len()];
                     let (zero, one) = (A::zero(), A::one());

@@ -30,7 +30,7 @@ use std::fmt::Debug;
 
 use ndarray::{ArrayRef, Dimension};
 
-use super::{LANES, dispatch, sum_lanes};
+use super::{LANES, dispatch, prefetch_line_ahead, sum_lanes};
 use crate::kernel::math::{Fma, exp_neg, select};
 use crate::{Error, Float, Result};
 
@@ -212,6 +212,19 @@ impl<A, S: std::ops::Deref<Target = [A]>, K: Classes> Planes<S, K> {
             data,
             stride,
             classes,
+        }
+    }
+
+    /// Asks for the cache line of each class plane some way past position
+    /// `at` ([`prefetch_line_ahead`]).
+    #[inline(always)]
+    fn prefetch(&self, at: usize) {
+        for plane in self
+            .data
+            .chunks_exact(self.stride)
+            .take(self.classes.count())
+        {
+            prefetch_line_ahead(plane, at);
         }
     }
 }
@@ -551,6 +564,15 @@ fn visit<A: Float, K: Classes, const R: usize>(
                         .as_deref_mut()
                         .map(|g| Planes::new(g, positions, classes));
                     while pos + L <= end {
+                        for r in &rp {
+                            r.prefetch(pos);
+                        }
+                        if let Some(w) = &wp {
+                            w.prefetch(pos);
+                        }
+                        if let Some(g) = &gp {
+                            g.prefetch(pos);
+                        }
                         ok &= f(Visit {
                             n,
                             len: L,
