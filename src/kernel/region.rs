@@ -832,34 +832,47 @@ fn sigmoid_grad_run<A: Float, C: Sync>(
         #[inline(always)]
         |_, b, [y], g| {
             let mut bad = 0u32;
-            match (binary[b], flagged) {
-                (true, false) => {
-                    // The coefficient per target, once for the block.
-                    let (d0, d1) = (
-                        dp(A::nan(), zero, coefficient),
-                        dp(A::nan(), one, coefficient),
-                    );
-                    for g in g.iter_mut() {
-                        let d = select(g.is_sign_negative(), d1, d0) * g.abs();
-                        *g = d;
-                        bad += u32::from(!finite(d));
+            // The coefficient per target, once for the block (used where
+            // the block is binary and not flagged).
+            let (d0, d1) = (
+                dp(A::nan(), zero, coefficient),
+                dp(A::nan(), one, coefficient),
+            );
+            // In pieces, each asking for its lines a little ahead (see
+            // `prefetch`): at 2^24 `f32` on that module's Xeon, Dice's
+            // `loss_grad` 1.31–1.36 → 1.11–1.17 ns per element (AVX2 path
+            // 2.12–2.14 → 1.35–1.36), 3–5 % slower in cache.
+            let mut at = 0;
+            while at < g.len() {
+                let end = (at + STAGE).min(g.len());
+                prefetch_ahead(g, at);
+                let piece = &mut g[at..end];
+                match (binary[b], flagged) {
+                    (true, false) => {
+                        for g in piece {
+                            let d = select(g.is_sign_negative(), d1, d0) * g.abs();
+                            *g = d;
+                            bad += u32::from(!finite(d));
+                        }
+                    }
+                    (true, true) => {
+                        for g in piece {
+                            let (y, stage) = g.take_flag();
+                            let d = grad_from_exp(stage, y, coefficient, dp);
+                            *g = d;
+                            bad += u32::from(!finite(d));
+                        }
+                    }
+                    (false, _) => {
+                        prefetch_ahead(y, at);
+                        for (g, &y) in piece.iter_mut().zip(&y[at..end]) {
+                            let d = grad_from_exp(*g, y, coefficient, dp);
+                            *g = d;
+                            bad += u32::from(!finite(d));
+                        }
                     }
                 }
-                (true, true) => {
-                    for g in g.iter_mut() {
-                        let (y, stage) = g.take_flag();
-                        let d = grad_from_exp(stage, y, coefficient, dp);
-                        *g = d;
-                        bad += u32::from(!finite(d));
-                    }
-                }
-                (false, _) => {
-                    for (g, &y) in g.iter_mut().zip(y) {
-                        let d = grad_from_exp(*g, y, coefficient, dp);
-                        *g = d;
-                        bad += u32::from(!finite(d));
-                    }
-                }
+                at = end;
             }
             ([], bad == 0)
         },
