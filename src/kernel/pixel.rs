@@ -17,8 +17,8 @@ use ndarray::{ArrayRef, Dimension};
 use super::gather::{array_sum, array_sum_write};
 use super::math::Fma;
 use super::{
-    Domain, finite, prefetch_ahead, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write,
-    zip3_sum, zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into,
+    Domain, finite, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum,
+    zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
@@ -171,23 +171,21 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 #[inline(always)]
                 |fma, [x, y]| staged_lanes(
                     x,
+                    [y],
                     #[inline(always)]
                     |x| e.stage_in::<F>(x, fma),
                     #[inline(always)]
-                    |r, s, lanes| {
-                        prefetch_ahead(y, r.start);
-                        zip3_sum_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r],
-                            s,
-                            #[inline(always)]
-                            move |x, y, s| (
-                                [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                                accepts.check(x, y)
-                            )
+                    |r, s, lanes| zip3_sum_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r],
+                        s,
+                        #[inline(always)]
+                        move |x, y, s| (
+                            [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
+                            accepts.check(x, y)
                         )
-                    }
+                    )
                 )
             )
         } else {
@@ -208,25 +206,22 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                 #[inline(always)]
                 |fma, [x, y, w]| staged_lanes(
                     x,
+                    [y, w],
                     #[inline(always)]
                     |x| e.stage_in::<F>(x, fma),
                     #[inline(always)]
-                    |r, s, lanes| {
-                        prefetch_ahead(y, r.start);
-                        prefetch_ahead(w, r.start);
-                        zip4_sum_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            &w[r],
-                            s,
-                            #[inline(always)]
-                            move |x, y, w, s| (
-                                [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                                accepts.check(x, y) & weight_ok(w)
-                            )
+                    |r, s, lanes| zip4_sum_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        &w[r],
+                        s,
+                        #[inline(always)]
+                        move |x, y, w, s| (
+                            [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
+                            accepts.check(x, y) & weight_ok(w)
                         )
-                    }
+                    )
                 )
             )
         } else {
@@ -271,28 +266,26 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                 #[inline(always)]
                 |fma, [x, y], g| staged2_lanes(
                     x,
+                    [y],
                     #[inline(always)]
                     |x| e.stage_in::<F>(x, fma),
                     #[inline(always)]
                     |s| e.stage2_in::<F>(s, fma),
                     #[inline(always)]
-                    |r, s, t, lanes| {
-                        prefetch_ahead(y, r.start);
-                        zip4_sum_write_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            s,
-                            t,
-                            &mut g[r],
-                            #[inline(always)]
-                            move |x, y, s, t| {
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
-                                let d = scale * d;
-                                ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
-                            }
-                        )
-                    }
+                    |r, s, t, lanes| zip4_sum_write_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        s,
+                        t,
+                        &mut g[r],
+                        #[inline(always)]
+                        move |x, y, s, t| {
+                            let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
+                            let d = scale * d;
+                            ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
+                        }
+                    )
                 )
             )
         } else {
@@ -320,32 +313,29 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                 #[inline(always)]
                 |fma, [x, y, w], g| staged_lanes(
                     x,
+                    [y, w],
                     #[inline(always)]
                     |x| e.stage_in::<F>(x, fma),
                     #[inline(always)]
-                    |r, s, lanes| {
-                        prefetch_ahead(y, r.start);
-                        prefetch_ahead(w, r.start);
-                        zip4_sum_write_into(
-                            lanes,
-                            &x[r.clone()],
-                            &y[r.clone()],
-                            &w[r.clone()],
-                            s,
-                            &mut g[r],
-                            #[inline(always)]
-                            move |x, y, w, s| {
-                                let t = e.stage2_in::<F>(s, fma);
-                                let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
-                                let d = scale * w * d;
-                                (
-                                    [w * v],
-                                    d,
-                                    accepts.check(x, y) & weight_ok(w) & finite(d),
-                                )
-                            }
-                        )
-                    }
+                    |r, s, lanes| zip4_sum_write_into(
+                        lanes,
+                        &x[r.clone()],
+                        &y[r.clone()],
+                        &w[r.clone()],
+                        s,
+                        &mut g[r],
+                        #[inline(always)]
+                        move |x, y, w, s| {
+                            let t = e.stage2_in::<F>(s, fma);
+                            let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
+                            let d = scale * w * d;
+                            (
+                                [w * v],
+                                d,
+                                accepts.check(x, y) & weight_ok(w) & finite(d),
+                            )
+                        }
+                    )
                 )
             )
         } else {

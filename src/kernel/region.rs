@@ -217,13 +217,13 @@ fn group_sums<A: Float, D: Dimension, const K: usize, const STAGED: bool>(
                 let mut bad = 0u32;
                 let (sums, _) = staged_lanes(
                     x,
+                    [y],
                     stage,
                     #[inline(always)]
                     |r, s, lanes| {
                         // By value: behind the captured reference, the
                         // thresholds were loaded again for every element.
                         let thresholds = accepts;
-                        prefetch_ahead(y, r.start);
                         let (x, y) = (&x[r.clone()], &y[r]);
                         let p = &mut buffer[..s.len()];
                         for (((p, &s), &x), &y) in p.iter_mut().zip(s).zip(x).zip(y) {
@@ -650,6 +650,7 @@ fn sigmoid_stage_run<A: Float, const K: usize>(
             let mut binary = true;
             let (sums, _) = staged_lanes(
                 xb,
+                [yb],
                 |x| Logistic::stage(x, Fma::Off),
                 #[inline(always)]
                 |r, e, lanes| {
@@ -657,7 +658,8 @@ fn sigmoid_stage_run<A: Float, const K: usize>(
                     // thresholds were loaded again for every element (the
                     // stores to `g` might alias them).
                     let thresholds = accepts;
-                    prefetch_ahead(yb, r.start);
+                    // The gradient, which this body writes, is not among
+                    // `staged_lanes`'s shared operands.
                     prefetch_ahead(gb, r.start);
                     let (x, y, g) = (&xb[r.clone()], &yb[r.clone()], &mut gb[r.clone()]);
                     let p = &mut buffer[..e.len()];
