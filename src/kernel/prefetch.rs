@@ -1,5 +1,7 @@
 //! Software prefetch for the loops that compute the most per byte they
-//! read: the staged loops of the logistic losses and the softmax walk.
+//! read: the staged loops of the logistic losses and the softmax walk
+//! (and for the sigmoid region losses' second pass, which streams the
+//! gradient in place and did not reach the memory's speed either).
 //!
 //! On the Intel Xeon of BENCHMARKS.md ("The round of 2 Dec 2026, 12:55
 //! UTC") the hardware prefetchers did not keep ahead of those loops: at
