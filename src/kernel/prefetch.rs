@@ -9,9 +9,10 @@
 //! against 0.64 in cache (its read floor: 0.43), and Dice's 1.12–1.15
 //! against 0.62. Asking for the lines a little ahead brought them to
 //! 0.69–0.70 and 0.67–0.69, and took 5–25 % off the `loss_grad`s. In
-//! cache the requests cost up to 5 %. On the AMD hosts of earlier rounds the hardware kept up (Zen
-//! 3: Dice's `loss` 1.5 ns per element in cache, 1.6 at 2^24), and
-//! software prefetches tried there gained nothing beyond the spread.
+//! cache the requests cost up to 5 %. On the AMD hosts of earlier rounds
+//! the hardware kept up (Zen 3: Dice's `loss` 1.5 ns per element in
+//! cache, 1.6 at 2^24), and software prefetches tried there gained
+//! nothing beyond the spread.
 
 use super::STAGE;
 
