@@ -32,6 +32,14 @@
 //!   of the pixel-weighted BCE `ShapeAwareLoss::loss_grad_with_weights`;
 //!   and, for the first three, `loss_and_grad` (which allocates the
 //!   gradient, as a PyTorch backward does).
+//! * Each loss case's memory floor (the kernels of `benches/common`), timed
+//!   on the same inputs just before the losses: read two inputs and write
+//!   one output for the BCEs; read both, then write, for Dice, whose
+//!   gradient depends on sums over the whole input; read three and write
+//!   one for the pixel-weighted BCE. A peer's time over the floor is the
+//!   most any implementation that moves those bytes could be faster than
+//!   that peer on this machine, whatever its arithmetic: the ceiling of
+//!   the peer ratio here.
 //!
 //! Every call runs on one thread (a one-thread global rayon pool, should the
 //! `rayon` feature be on). Each case is called once untimed (warm-up, and the
@@ -57,6 +65,12 @@ use serde_json::{Value, json};
 #[path = "support/masks.rs"]
 mod masks;
 use masks::{Rng, balls, cells, random, text};
+
+// For the floor kernels; its input generators go unused here, where
+// `loss_inputs` draws the inputs.
+#[allow(dead_code)]
+mod common;
+use common::{floor_read, floor_read_write, floor_read3_write, floor_write};
 
 /// The fewest timed calls per case.
 const MIN_REPS: usize = 5;
@@ -243,11 +257,49 @@ fn loss_inputs() -> [Array4<f32>; 3] {
     [logits, target, weights]
 }
 
+/// A memory floor timed on the loss inputs: its name and timing.
+struct Floor {
+    name: &'static str,
+    time: Timing,
+}
+
+impl Floor {
+    fn json(&self) -> Value {
+        let mut floor = self.time.json();
+        if let Some(floor) = floor.as_object_mut() {
+            floor.insert("name".into(), self.name.into());
+        }
+        floor
+    }
+}
+
+/// Times the floors of the loss cases on their inputs `[x, y, w]` (see the
+/// module doc): read-write, read + write, and read3-write.
+fn loss_floors([x, y, w]: [&Array4<f32>; 3]) -> [Floor; 3] {
+    fn slice(a: &Array4<f32>) -> &[f32] {
+        a.as_slice().expect("standard layout")
+    }
+    let (x, y, w) = (slice(x), slice(y), slice(w));
+    let (mut out, _) = segloss::alloc::zeros::<f32, _>(x.len()).into_raw_vec_and_offset();
+    let mut floor = |name, f: &mut dyn FnMut(&mut [f32]) -> f32| {
+        let (_, time) = measure(|| f(&mut out));
+        println!("floor {name:<24} {:>9.2} ms", 1e3 * time.median);
+        Floor { name, time }
+    };
+    [
+        floor("read_write", &mut |g| floor_read_write(x, y, g)),
+        floor("read + write", &mut |g| floor_read(x, y) + floor_write(g)),
+        floor("read3_write", &mut |g| floor_read3_write(x, y, w, g)),
+    ]
+}
+
 /// One loss case: `loss_grad` into a preallocated buffer and, where given,
-/// `loss_and_grad`, timed; `files` names the inputs' files for the peers.
+/// `loss_and_grad`, timed; `files` names the inputs' files for the peers,
+/// `floor` is the case's memory floor.
 fn loss_case(
     name: &str,
     files: Value,
+    floor: &Floor,
     logits: &Array4<f32>,
     loss_grad: impl Fn(&mut Array4<f32>) -> f32,
     loss_and_grad: Option<&dyn Fn() -> (f32, Array4<f32>)>,
@@ -271,6 +323,7 @@ fn loss_case(
         let mut case = json!({
             "case": format!("{name}/{call}"), "kind": name, "shape": LOSS_SHAPE,
             "elements": logits.len(), "segloss": time.json(), "check": check,
+            "floor": floor.json(),
         });
         if let (Some(case), Some(files)) = (case.as_object_mut(), files.as_object()) {
             case.extend(files.clone());
@@ -344,6 +397,7 @@ fn main() {
         "target": save(&dir, "loss_target", &target),
     });
     let (x, y, w) = (&logits, &target, &weights);
+    let [read_write, read_then_write, read3_write] = loss_floors([x, y, w]);
     let bce = BinaryCrossEntropy::new();
     let weighted = BinaryCrossEntropy::new().pos_weight(3.0);
     let dice = DiceLoss::new();
@@ -352,6 +406,7 @@ fn main() {
         cases.extend(loss_case(
             name,
             files.clone(),
+            &read_write,
             x,
             |g| loss.loss_grad(black_box(x), black_box(y), g).unwrap(),
             Some(&|| loss.loss_and_grad(black_box(x), black_box(y)).unwrap()),
@@ -360,6 +415,7 @@ fn main() {
     cases.extend(loss_case(
         "dice",
         files.clone(),
+        &read_then_write,
         x,
         |g| dice.loss_grad(black_box(x), black_box(y), g).unwrap(),
         Some(&|| dice.loss_and_grad(black_box(x), black_box(y)).unwrap()),
@@ -371,6 +427,7 @@ fn main() {
     cases.extend(loss_case(
         "pwbce",
         weighted_files,
+        &read3_write,
         x,
         |g| {
             shape_aware

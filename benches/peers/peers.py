@@ -359,22 +359,24 @@ def main():
 
     by_case = {c["case"]: c for c in report["cases"]}
     lines = [
-        "| case | segloss (median) | peer | peer (median) | peer / segloss: median | best | CPU |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| case | segloss (median) | peer | peer (median) | peer / segloss: median | best | CPU | peer / floor |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for case, peer, timing, note in peers.results:
         c = by_case[case]
         ours = c["segloss"]["median_s"]
         n = c["elements"]
         if timing is None:
-            lines.append(f"| {case} | {fmt_time(ours, n)} | {peer} | skipped: {note} | | | |")
+            lines.append(f"| {case} | {fmt_time(ours, n)} | {peer} | skipped: {note} | | | | |")
         else:
             best = timing["min_s"] / c["segloss"]["min_s"]
             our_cpu = c["segloss"].get("cpu_mean_s")
             cpu = f"{timing['cpu_mean_s'] / our_cpu:.2f}" if our_cpu else "–"
+            floor = c.get("floor")
+            ceiling = f"{timing['median_s'] / floor['median_s']:.2f}" if floor else "–"
             lines.append(
                 f"| {case} | {fmt_time(ours, n)} | {peer} | {fmt_time(timing['median_s'], n)} "
-                f"| {timing['median_s'] / ours:.2f} | {best:.2f} | {cpu} |"
+                f"| {timing['median_s'] / ours:.2f} | {best:.2f} | {cpu} | {ceiling} |"
             )
     print()
     print("\n".join(lines))
