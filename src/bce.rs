@@ -183,6 +183,17 @@ impl<A: Float> Elementwise<A> for BceElement<A> {
         F == LOGITS
     }
 
+    /// On logits, every finite input is acceptable, and one that is not
+    /// gives a `ℓ` that is not: NaN gives NaN, and `±∞` gives `∞` or
+    /// `0·∞`, NaN, whatever the target, since `softplus(∓x)`, the term of
+    /// `1 - y` or of `β·y` (β ≥ 0), is `∞` and the other term not `-∞`.
+    /// And `|∂ℓ/∂x| ≤ ℓ` term by term: `σ(x) ≤ softplus(x)` and
+    /// `σ(-x) ≤ softplus(-x)`, as `u/(1 + u) ≤ ln(1 + u)` for `u ≥ 0`.
+    #[inline(always)]
+    fn screens<const F: usize>(&self) -> bool {
+        F == LOGITS
+    }
+
     #[inline(always)]
     fn stage_in<const F: usize>(&self, x: A, fma: Fma) -> A {
         Logistic::stage(x, fma)

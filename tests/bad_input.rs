@@ -353,6 +353,19 @@ fn results_that_overflow_the_element_type() {
     ));
     let mut grad = ndarray::Array1::zeros(2);
     assert!(bce.loss_grad(&x, &y, &mut grad).is_err());
+    // The same through finite pixel weights: the sum, not an element, is
+    // at fault (a pass that screens its elements by the sum checks them
+    // all again before it says so).
+    let w = ndarray::array![1e36_f32, 1e36];
+    let shape_aware = ShapeAwareLoss::new().reduction(segloss::Reduction::Sum);
+    assert!(matches!(
+        shape_aware.loss_with_weights(&x, &y, &w),
+        Err(Error::NonFiniteResult { .. })
+    ));
+    assert!(matches!(
+        shape_aware.loss_grad_with_weights(&x, &y, &w, &mut grad),
+        Err(Error::NonFiniteResult { .. })
+    ));
     // A parameter that is not even representable in f32.
     let e = BinaryCrossEntropy::new()
         .pos_weight(1e39)

@@ -17,8 +17,8 @@ use ndarray::{ArrayRef, Dimension};
 use super::gather::{array_sum, array_sum_write};
 use super::math::Fma;
 use super::{
-    Domain, finite, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write, zip3_sum,
-    zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into,
+    Accepts, Domain, finite, staged_lanes, staged2_lanes, weight_ok, zip_sum, zip_sum_write,
+    zip3_sum, zip3_sum_into, zip3_sum_write, zip4_sum_into, zip4_sum_write_into,
 };
 use crate::loss::{non_empty, same_shape};
 use crate::{Error, Float, Result};
@@ -84,6 +84,19 @@ pub(crate) trait Elementwise<A: Float>: Sync {
         false
     }
 
+    /// Whether form `F` lets a pass screen the input, the weights and the
+    /// gradient by its sum: every finite input is acceptable, one that is
+    /// not gives a `ℓ` that is not finite whatever the target, and
+    /// `|∂ℓ/∂x| ≤ ℓ`. A weight that is not finite then makes `w·ℓ` so too
+    /// (`0·∞` is NaN), and the gradient `scale·w·∂ℓ/∂x` (`|scale| ≤ 1`) is
+    /// finite wherever `w·ℓ` is. The kernel tests per element only the
+    /// target and the sign of the weight, and a sum that is not finite
+    /// sends the call to the full checks (see [`Checks`]).
+    #[inline(always)]
+    fn screens<const F: usize>(&self) -> bool {
+        false
+    }
+
     /// The first stage of form `F` (only called when `staged::<F>()`),
     /// its multiply-adds fused as `fma` says.
     #[inline(always)]
@@ -137,6 +150,57 @@ fn check<A: Float, D: Dimension>(
     non_empty(input)
 }
 
+/// The per-element tests of a pass. `SCREEN` (for an element function
+/// that [`screens`](Elementwise::screens), on soft targets) leaves out
+/// those that the sum makes: the input's finiteness, the weight's and the
+/// gradient's. A screened pass that saw a fault, or whose sum is not
+/// finite, is run again with every test, which then names the element at
+/// fault, or finds none (a sum that overflowed) and gives the same sum.
+/// The tests were a fifth of the pixel-weighted BCE's loop (AVX2 path, in
+/// cache, 1.44–1.51 ns per element with them, 1.11–1.14 with none);
+/// screened, 1.45 → 1.30 (BCE `loss_grad` 1.20 → 1.08; at 2^24 `f32` the
+/// pixel-weighted 1.85–2.11 → 1.62–1.69), 3–5 % on the AVX-512 path.
+#[derive(Clone, Copy)]
+struct Checks<A, const SCREEN: bool> {
+    accepts: Accepts<A>,
+}
+
+impl<A: Float, const SCREEN: bool> Checks<A, SCREEN> {
+    fn new(domain: Domain) -> Self {
+        Self {
+            accepts: domain.thresholds(),
+        }
+    }
+
+    /// Whether the pair passes: screened, whether the target lies in
+    /// `[0, 1]` (screened passes are for soft targets only).
+    #[inline(always)]
+    fn pair(self, x: A, y: A) -> bool {
+        if SCREEN {
+            y * (A::one() - y) >= A::zero()
+        } else {
+            self.accepts.check(x, y)
+        }
+    }
+
+    /// Whether the pair and a weight pass.
+    #[inline(always)]
+    fn weighted(self, x: A, y: A, w: A) -> bool {
+        if SCREEN {
+            self.pair(x, y) & (w >= A::zero())
+        } else {
+            self.accepts.check(x, y) & weight_ok(w)
+        }
+    }
+
+    /// Whether a gradient element passes: screened, it is finite where the
+    /// sum is (see [`Elementwise::screens`]).
+    #[inline(always)]
+    fn grad(self, d: A) -> bool {
+        SCREEN || finite(d)
+    }
+}
+
 /// The error for a pass that saw a fault: the first bad element, or a
 /// non-finite gradient when every element was acceptable.
 fn fault<A: Float, D: Dimension>(
@@ -154,6 +218,24 @@ fn fault<A: Float, D: Dimension>(
     )
 }
 
+/// Runs `pass` screened (`pass(true)`) where `screens`, and with every
+/// check (`pass(false)`) where not, or where the screened pass saw a fault
+/// or a sum that is not finite (see [`Checks`]): the sum, or `None` for
+/// a fault.
+fn screened_or_checked(
+    screens: bool,
+    mut pass: impl FnMut(bool) -> ([f64; 1], bool),
+) -> Option<f64> {
+    if screens {
+        let ([total], ok) = pass(true);
+        if ok && total.is_finite() {
+            return Some(total);
+        }
+    }
+    let ([total], ok) = pass(false);
+    ok.then_some(total)
+}
+
 /// `Σ w·ℓ` in `f64` (weights default to 1).
 pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     e: &E,
@@ -163,8 +245,27 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
 ) -> Result<f64> {
     check(input, target, weights)?;
     let domain = e.domain();
-    let accepts = domain.thresholds::<A>();
-    let (total, ok) = match weights {
+    let screens = !domain.binary_target && with_form!(e, F => e.screens::<F>());
+    screened_or_checked(screens, |screen| {
+        if screen {
+            loss_pass(e, input, target, weights, Checks::<A, true>::new(domain))
+        } else {
+            loss_pass(e, input, target, weights, Checks::<A, false>::new(domain))
+        }
+    })
+    .ok_or_else(|| fault(domain, input, target, weights))
+}
+
+/// One pass of [`loss`] with the given checks: `Σ w·ℓ` and whether every
+/// element passed.
+fn loss_pass<A: Float, D: Dimension, E: Elementwise<A>, const SCREEN: bool>(
+    e: &E,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+    checks: Checks<A, SCREEN>,
+) -> ([f64; 1], bool) {
+    match weights {
         None => with_form!(e, F => if e.staged::<F>() {
             array_sum(
                 [input, target],
@@ -183,7 +284,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                         #[inline(always)]
                         move |x, y, s| (
                             [e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                            accepts.check(x, y)
+                            checks.pair(x, y)
                         )
                     )
                 )
@@ -196,7 +297,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     x,
                     y,
                     #[inline(always)]
-                    move |x, y| ([e.value_in::<F>(x, y)], accepts.check(x, y))
+                    move |x, y| ([e.value_in::<F>(x, y)], checks.pair(x, y))
                 )
             )
         }),
@@ -219,7 +320,7 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                         #[inline(always)]
                         move |x, y, w, s| (
                             [w * e.value_grad_staged_in::<F>(x, y, s, e.stage2_in::<F>(s, fma), fma).0],
-                            accepts.check(x, y) & weight_ok(w)
+                            checks.weighted(x, y, w)
                         )
                     )
                 )
@@ -233,19 +334,15 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
                     y,
                     w,
                     #[inline(always)]
-                    move |x, y, w| ([w * e.value_in::<F>(x, y)], accepts.check(x, y) & weight_ok(w))
+                    move |x, y, w| ([w * e.value_in::<F>(x, y)], checks.weighted(x, y, w))
                 )
             )
         }),
-    };
-    if ok {
-        Ok(total[0])
-    } else {
-        Err(fault(domain, input, target, weights))
     }
 }
 
-/// `Σ w·ℓ` in `f64`, writing `grad = scale·w·∂ℓ/∂x`.
+/// `Σ w·ℓ` in `f64`, writing `grad = scale·w·∂ℓ/∂x`; `|scale| ≤ 1` (the
+/// reductions' `1/N` or 1).
 pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     e: &E,
     input: &ArrayRef<A, D>,
@@ -257,8 +354,31 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     check(input, target, weights)?;
     same_shape("grad", input, grad)?;
     let domain = e.domain();
-    let accepts = domain.thresholds::<A>();
-    let (total, ok) = match weights {
+    let screens = !domain.binary_target && with_form!(e, F => e.screens::<F>());
+    screened_or_checked(screens, |screen| {
+        if screen {
+            let checks = Checks::<A, true>::new(domain);
+            loss_grad_pass(e, input, target, weights, grad, scale, checks)
+        } else {
+            let checks = Checks::<A, false>::new(domain);
+            loss_grad_pass(e, input, target, weights, grad, scale, checks)
+        }
+    })
+    .ok_or_else(|| fault(domain, input, target, weights))
+}
+
+/// One pass of [`loss_grad`] with the given checks: `Σ w·ℓ` and whether
+/// every element passed, `grad` written.
+fn loss_grad_pass<A: Float, D: Dimension, E: Elementwise<A>, const SCREEN: bool>(
+    e: &E,
+    input: &ArrayRef<A, D>,
+    target: &ArrayRef<A, D>,
+    weights: Option<&ArrayRef<A, D>>,
+    grad: &mut ArrayRef<A, D>,
+    scale: A,
+    checks: Checks<A, SCREEN>,
+) -> ([f64; 1], bool) {
+    match weights {
         None => with_form!(e, F => if e.staged::<F>() {
             array_sum_write(
                 [input, target],
@@ -283,7 +403,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                         move |x, y, s, t| {
                             let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                             let d = scale * d;
-                            ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
+                            ([v], d, checks.pair(x, y) & (e.bounded_grad::<F>() || checks.grad(d)))
                         }
                     )
                 )
@@ -301,7 +421,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     move |x, y| {
                         let (v, d) = e.value_grad_in::<F>(x, y);
                         let d = scale * d;
-                        ([v], d, accepts.check(x, y) & (e.bounded_grad::<F>() || finite(d)))
+                        ([v], d, checks.pair(x, y) & (e.bounded_grad::<F>() || checks.grad(d)))
                     }
                 )
             )
@@ -329,11 +449,7 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                             let t = e.stage2_in::<F>(s, fma);
                             let (v, d) = e.value_grad_staged_in::<F>(x, y, s, t, fma);
                             let d = scale * w * d;
-                            (
-                                [w * v],
-                                d,
-                                accepts.check(x, y) & weight_ok(w) & finite(d),
-                            )
+                            ([w * v], d, checks.weighted(x, y, w) & checks.grad(d))
                         }
                     )
                 )
@@ -352,19 +468,10 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
                     move |x, y, w| {
                         let (v, d) = e.value_grad_in::<F>(x, y);
                         let d = scale * w * d;
-                        (
-                            [w * v],
-                            d,
-                            accepts.check(x, y) & weight_ok(w) & finite(d),
-                        )
+                        ([w * v], d, checks.weighted(x, y, w) & checks.grad(d))
                     }
                 )
             )
         }),
-    };
-    if ok {
-        Ok(total[0])
-    } else {
-        Err(fault(domain, input, target, weights))
     }
 }

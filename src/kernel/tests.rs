@@ -317,6 +317,160 @@ fn staged_and_unstaged_passes_are_bit_identical() {
     });
 }
 
+/// BCE's element function, screening nothing: the pixel kernel runs it
+/// with every check in one pass (for the test below).
+struct Unscreened<E>(E);
+
+impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for Unscreened<E> {
+    fn domain(&self) -> super::Domain {
+        self.0.domain()
+    }
+    fn value(&self, x: A, y: A) -> A {
+        self.0.value(x, y)
+    }
+    fn value_grad(&self, x: A, y: A) -> (A, A) {
+        self.0.value_grad(x, y)
+    }
+    const FORMS: usize = E::FORMS;
+    fn form(&self) -> usize {
+        self.0.form()
+    }
+    fn value_in<const F: usize>(&self, x: A, y: A) -> A {
+        self.0.value_in::<F>(x, y)
+    }
+    fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
+        self.0.value_grad_in::<F>(x, y)
+    }
+    fn staged<const F: usize>(&self) -> bool {
+        self.0.staged::<F>()
+    }
+    fn bounded_grad<const F: usize>(&self) -> bool {
+        self.0.bounded_grad::<F>()
+    }
+    fn stage_in<const F: usize>(&self, x: A, fma: super::math::Fma) -> A {
+        self.0.stage_in::<F>(x, fma)
+    }
+    fn stage2_in<const F: usize>(&self, s: A, fma: super::math::Fma) -> A {
+        self.0.stage2_in::<F>(s, fma)
+    }
+    fn value_grad_staged_in<const F: usize>(
+        &self,
+        x: A,
+        y: A,
+        s: A,
+        t: A,
+        fma: super::math::Fma,
+    ) -> (A, A) {
+        self.0.value_grad_staged_in::<F>(x, y, s, t, fma)
+    }
+}
+
+/// Screening the input and the weights by the sum (`Elementwise::screens`)
+/// leaves the arithmetic as it is: the screened pass gives the checked
+/// one's value and gradient bit for bit, with and without weights, and on
+/// soft targets (`BCE` with `pos_weight` 1 and 3).
+fn screened_matches_checked<A: Float>() {
+    use super::pixel::{Elementwise, loss, loss_grad};
+    let [logits, probabilities, _, weights, _] = data::<A>(SHAPE);
+    let weights: &ndarray::ArrayRef<A, _> = &weights;
+    let scale = A::from_f64(0.25);
+    for pos_weight in [1.0, 3.0] {
+        let screened = BinaryCrossEntropy::new()
+            .pos_weight(pos_weight)
+            .element::<A>()
+            .unwrap();
+        assert!(screened.screens::<0>() && screened.form() == 0);
+        let checked = Unscreened(screened);
+        // Soft targets: the probabilities' draw.
+        let target = &probabilities;
+        for w in [None, Some(weights)] {
+            let a = loss(&screened, &logits, target, w).unwrap();
+            let b = loss(&checked, &logits, target, w).unwrap();
+            assert_eq!(a.to_bits(), b.to_bits());
+            let mut ga = Array4::<A>::zeros(SHAPE);
+            let mut gb = Array4::<A>::zeros(SHAPE);
+            let a = loss_grad(&screened, &logits, target, w, &mut ga, scale).unwrap();
+            let b = loss_grad(&checked, &logits, target, w, &mut gb, scale).unwrap();
+            assert_eq!(a.to_bits(), b.to_bits());
+            assert!(
+                ga.iter()
+                    .zip(&gb)
+                    .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits())
+            );
+        }
+    }
+}
+
+#[test]
+fn screened_and_checked_passes_are_bit_identical() {
+    with_cap(None, || {
+        screened_matches_checked::<f32>();
+        screened_matches_checked::<f64>();
+    });
+}
+
+/// Every kind of bad element that a screened pass leaves to its sum, in
+/// the middle of an array of more than a block on the widest path: the
+/// call fails and names it, as the checked pass does.
+fn screened_pass_names_bad_elements<A: Float>() {
+    use crate::Error;
+    let [logits, probabilities, _, weights, _] = data::<A>(SHAPE);
+    let at = [1, 0, 77, 5];
+    let bce = BinaryCrossEntropy::new().pos_weight(3.0);
+    let shape_aware = ShapeAwareLoss::new();
+    let named = |e: Error, operand: &str| match e {
+        Error::NonFinite {
+            operand: o, index, ..
+        }
+        | Error::OutOfRange {
+            operand: o, index, ..
+        } => o == operand && index == at,
+        _ => false,
+    };
+    let mut grad = Array4::<A>::zeros(SHAPE);
+    for (operand, bad) in [
+        ("input", f64::NAN),
+        ("input", f64::INFINITY),
+        ("input", f64::NEG_INFINITY),
+        ("target", f64::NAN),
+        ("target", f64::INFINITY),
+        ("target", -0.5),
+        ("target", 1.5),
+        ("weights", f64::NAN),
+        ("weights", f64::INFINITY),
+        ("weights", f64::NEG_INFINITY),
+        ("weights", -1.0),
+    ] {
+        let (mut x, mut y, mut w) = (logits.clone(), probabilities.clone(), weights.clone());
+        let a = match operand {
+            "input" => &mut x,
+            "target" => &mut y,
+            _ => &mut w,
+        };
+        a[at] = A::from_f64(bad);
+        let case = format!("{operand} = {bad}");
+        let e = shape_aware.loss_with_weights(&x, &y, &w).unwrap_err();
+        assert!(named(e, operand), "{case}");
+        let e = shape_aware
+            .loss_grad_with_weights(&x, &y, &w, &mut grad)
+            .unwrap_err();
+        assert!(named(e, operand), "{case}");
+        if operand != "weights" {
+            assert!(named(bce.loss(&x, &y).unwrap_err(), operand), "{case}");
+            let e = bce.loss_grad(&x, &y, &mut grad).unwrap_err();
+            assert!(named(e, operand), "{case}");
+        }
+    }
+}
+
+#[test]
+fn screened_passes_name_every_bad_element() {
+    with_cap(None, || {
+        screened_pass_names_bad_elements::<f32>();
+        screened_pass_names_bad_elements::<f64>();
+    });
+}
+
 /// A configured loss's `loss_grad`, unwrapped.
 type LossGrad<A> = Box<dyn Fn(&Array4<A>, &Array4<A>, &mut Array4<A>) -> A>;
 
