@@ -137,6 +137,31 @@ macro_rules! with_form {
     };
 }
 
+/// Runs a pass (`$pass`, an expression of `$checks`, which it binds to
+/// the screened [`Checks`] of `$domain`) where `$e` screens and the targets
+/// may be soft, and again with every check (`$checks` the full ones) where
+/// it does not, or where the screened pass saw a fault or a sum that is
+/// not finite: the sum, or `None` for a fault.
+macro_rules! screened_or_checked {
+    ($e:ident, $domain:ident, $checks:ident => $pass:expr) => {{
+        let screened = if !$domain.binary_target && with_form!($e, F => $e.screens::<F>()) {
+            let $checks = Checks::<A, true>::new($domain);
+            let ([total], ok) = $pass;
+            (ok && total.is_finite()).then_some(total)
+        } else {
+            None
+        };
+        match screened {
+            Some(total) => Some(total),
+            None => {
+                let $checks = Checks::<A, false>::new($domain);
+                let ([total], ok) = $pass;
+                ok.then_some(total)
+            }
+        }
+    }};
+}
+
 /// Shape and emptiness checks shared by both entry points.
 fn check<A: Float, D: Dimension>(
     input: &ArrayRef<A, D>,
@@ -155,7 +180,8 @@ fn check<A: Float, D: Dimension>(
 /// those that the sum makes: the input's finiteness, the weight's and the
 /// gradient's. A screened pass that saw a fault, or whose sum is not
 /// finite, is run again with every test, which then names the element at
-/// fault, or finds none (a sum that overflowed) and gives the same sum.
+/// fault, or finds none (a sum that overflowed) and gives the same sum
+/// ([`screened_or_checked!`]).
 /// The tests were a fifth of the pixel-weighted BCE's loop (AVX2 path, in
 /// cache, 1.44–1.51 ns per element with them, 1.11–1.14 with none);
 /// screened, 1.45 → 1.30 (BCE `loss_grad` 1.20 → 1.08; at 2^24 `f32` the
@@ -218,24 +244,6 @@ fn fault<A: Float, D: Dimension>(
     )
 }
 
-/// Runs `pass` screened (`pass(true)`) where `screens`, and with every
-/// check (`pass(false)`) where not, or where the screened pass saw a fault
-/// or a sum that is not finite (see [`Checks`]): the sum, or `None` for
-/// a fault.
-fn screened_or_checked(
-    screens: bool,
-    mut pass: impl FnMut(bool) -> ([f64; 1], bool),
-) -> Option<f64> {
-    if screens {
-        let ([total], ok) = pass(true);
-        if ok && total.is_finite() {
-            return Some(total);
-        }
-    }
-    let ([total], ok) = pass(false);
-    ok.then_some(total)
-}
-
 /// `Σ w·ℓ` in `f64` (weights default to 1).
 pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
     e: &E,
@@ -245,15 +253,8 @@ pub(crate) fn loss<A: Float, D: Dimension, E: Elementwise<A>>(
 ) -> Result<f64> {
     check(input, target, weights)?;
     let domain = e.domain();
-    let screens = !domain.binary_target && with_form!(e, F => e.screens::<F>());
-    screened_or_checked(screens, |screen| {
-        if screen {
-            loss_pass(e, input, target, weights, Checks::<A, true>::new(domain))
-        } else {
-            loss_pass(e, input, target, weights, Checks::<A, false>::new(domain))
-        }
-    })
-    .ok_or_else(|| fault(domain, input, target, weights))
+    screened_or_checked!(e, domain, checks => loss_pass(e, input, target, weights, checks))
+        .ok_or_else(|| fault(domain, input, target, weights))
 }
 
 /// One pass of [`loss`] with the given checks: `Σ w·ℓ` and whether every
@@ -354,15 +355,8 @@ pub(crate) fn loss_grad<A: Float, D: Dimension, E: Elementwise<A>>(
     check(input, target, weights)?;
     same_shape("grad", input, grad)?;
     let domain = e.domain();
-    let screens = !domain.binary_target && with_form!(e, F => e.screens::<F>());
-    screened_or_checked(screens, |screen| {
-        if screen {
-            let checks = Checks::<A, true>::new(domain);
-            loss_grad_pass(e, input, target, weights, grad, scale, checks)
-        } else {
-            let checks = Checks::<A, false>::new(domain);
-            loss_grad_pass(e, input, target, weights, grad, scale, checks)
-        }
+    screened_or_checked!(e, domain, checks => {
+        loss_grad_pass(e, input, target, weights, grad, scale, checks)
     })
     .ok_or_else(|| fault(domain, input, target, weights))
 }

@@ -251,28 +251,91 @@ fn parallel_blocks_match_serial_for_any_thread_count() {
     });
 }
 
-/// BCE's element function without its staged form, for the test below.
-struct Unstaged<E>(E);
+/// An element function with its staged form, or its screen, turned off
+/// (for the tests below, which compare the passes with and without).
+struct Restricted<E> {
+    inner: E,
+    staged: bool,
+    screens: bool,
+}
 
-impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for Unstaged<E> {
+impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for Restricted<E> {
     fn domain(&self) -> super::Domain {
-        self.0.domain()
+        self.inner.domain()
     }
     fn value(&self, x: A, y: A) -> A {
-        self.0.value(x, y)
+        self.inner.value(x, y)
     }
     fn value_grad(&self, x: A, y: A) -> (A, A) {
-        self.0.value_grad(x, y)
+        self.inner.value_grad(x, y)
     }
     const FORMS: usize = E::FORMS;
     fn form(&self) -> usize {
-        self.0.form()
+        self.inner.form()
     }
     fn value_in<const F: usize>(&self, x: A, y: A) -> A {
-        self.0.value_in::<F>(x, y)
+        self.inner.value_in::<F>(x, y)
     }
     fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
-        self.0.value_grad_in::<F>(x, y)
+        self.inner.value_grad_in::<F>(x, y)
+    }
+    fn staged<const F: usize>(&self) -> bool {
+        self.staged && self.inner.staged::<F>()
+    }
+    fn screens<const F: usize>(&self) -> bool {
+        self.screens && self.inner.screens::<F>()
+    }
+    fn bounded_grad<const F: usize>(&self) -> bool {
+        self.inner.bounded_grad::<F>()
+    }
+    fn stage_in<const F: usize>(&self, x: A, fma: super::math::Fma) -> A {
+        self.inner.stage_in::<F>(x, fma)
+    }
+    fn stage2_in<const F: usize>(&self, s: A, fma: super::math::Fma) -> A {
+        self.inner.stage2_in::<F>(s, fma)
+    }
+    fn value_grad_staged_in<const F: usize>(
+        &self,
+        x: A,
+        y: A,
+        s: A,
+        t: A,
+        fma: super::math::Fma,
+    ) -> (A, A) {
+        self.inner.value_grad_staged_in::<F>(x, y, s, t, fma)
+    }
+}
+
+/// The pixel kernel's `loss` and `loss_grad` (scale 1/4) of two element
+/// functions on the same operands, with and without the weights: the same
+/// value and gradient bit for bit.
+fn assert_passes_agree<A: Float, E1, E2>(
+    a: &E1,
+    b: &E2,
+    input: &Array4<A>,
+    target: &Array4<A>,
+    weights: &Array4<A>,
+) where
+    E1: super::pixel::Elementwise<A>,
+    E2: super::pixel::Elementwise<A>,
+{
+    use super::pixel::{loss, loss_grad};
+    let scale = A::from_f64(0.25);
+    let weights: &ndarray::ArrayRef<A, _> = weights;
+    for w in [None, Some(weights)] {
+        let va = loss(a, input, target, w).unwrap();
+        let vb = loss(b, input, target, w).unwrap();
+        assert_eq!(va.to_bits(), vb.to_bits());
+        let mut ga = Array4::<A>::zeros(SHAPE);
+        let mut gb = Array4::<A>::zeros(SHAPE);
+        let va = loss_grad(a, input, target, w, &mut ga, scale).unwrap();
+        let vb = loss_grad(b, input, target, w, &mut gb, scale).unwrap();
+        assert_eq!(va.to_bits(), vb.to_bits());
+        assert!(
+            ga.iter()
+                .zip(&gb)
+                .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits())
+        );
     }
 }
 
@@ -282,31 +345,19 @@ impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for
 /// On the baseline: the unstaged form does not fuse its multiply-adds, and
 /// the staged one does on the wide paths.
 fn staged_matches_unstaged<A: Float>() {
-    use super::pixel::{Elementwise, loss, loss_grad};
+    use super::pixel::Elementwise;
     let [logits, _, target, weights, _] = data::<A>(SHAPE);
     let staged = BinaryCrossEntropy::new()
         .pos_weight(3.0)
         .element::<A>()
         .unwrap();
     assert!(staged.staged::<0>() && staged.form() == 0);
-    let unstaged = Unstaged(staged);
-    let scale = A::from_f64(0.25);
-    let weights: &ndarray::ArrayRef<A, _> = &weights;
-    for w in [None, Some(weights)] {
-        let a = loss(&staged, &logits, &target, w).unwrap();
-        let b = loss(&unstaged, &logits, &target, w).unwrap();
-        assert_eq!(a.to_bits(), b.to_bits());
-        let mut ga = Array4::<A>::zeros(SHAPE);
-        let mut gb = Array4::<A>::zeros(SHAPE);
-        let a = loss_grad(&staged, &logits, &target, w, &mut ga, scale).unwrap();
-        let b = loss_grad(&unstaged, &logits, &target, w, &mut gb, scale).unwrap();
-        assert_eq!(a.to_bits(), b.to_bits());
-        assert!(
-            ga.iter()
-                .zip(&gb)
-                .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits())
-        );
-    }
+    let unstaged = Restricted {
+        inner: staged,
+        staged: false,
+        screens: true,
+    };
+    assert_passes_agree(&staged, &unstaged, &logits, &target, &weights);
 }
 
 #[test]
@@ -317,87 +368,26 @@ fn staged_and_unstaged_passes_are_bit_identical() {
     });
 }
 
-/// BCE's element function, screening nothing: the pixel kernel runs it
-/// with every check in one pass (for the test below).
-struct Unscreened<E>(E);
-
-impl<A: Float, E: super::pixel::Elementwise<A>> super::pixel::Elementwise<A> for Unscreened<E> {
-    fn domain(&self) -> super::Domain {
-        self.0.domain()
-    }
-    fn value(&self, x: A, y: A) -> A {
-        self.0.value(x, y)
-    }
-    fn value_grad(&self, x: A, y: A) -> (A, A) {
-        self.0.value_grad(x, y)
-    }
-    const FORMS: usize = E::FORMS;
-    fn form(&self) -> usize {
-        self.0.form()
-    }
-    fn value_in<const F: usize>(&self, x: A, y: A) -> A {
-        self.0.value_in::<F>(x, y)
-    }
-    fn value_grad_in<const F: usize>(&self, x: A, y: A) -> (A, A) {
-        self.0.value_grad_in::<F>(x, y)
-    }
-    fn staged<const F: usize>(&self) -> bool {
-        self.0.staged::<F>()
-    }
-    fn bounded_grad<const F: usize>(&self) -> bool {
-        self.0.bounded_grad::<F>()
-    }
-    fn stage_in<const F: usize>(&self, x: A, fma: super::math::Fma) -> A {
-        self.0.stage_in::<F>(x, fma)
-    }
-    fn stage2_in<const F: usize>(&self, s: A, fma: super::math::Fma) -> A {
-        self.0.stage2_in::<F>(s, fma)
-    }
-    fn value_grad_staged_in<const F: usize>(
-        &self,
-        x: A,
-        y: A,
-        s: A,
-        t: A,
-        fma: super::math::Fma,
-    ) -> (A, A) {
-        self.0.value_grad_staged_in::<F>(x, y, s, t, fma)
-    }
-}
-
 /// Screening the input and the weights by the sum (`Elementwise::screens`)
 /// leaves the arithmetic as it is: the screened pass gives the checked
 /// one's value and gradient bit for bit, with and without weights, and on
 /// soft targets (`BCE` with `pos_weight` 1 and 3).
 fn screened_matches_checked<A: Float>() {
-    use super::pixel::{Elementwise, loss, loss_grad};
+    use super::pixel::Elementwise;
     let [logits, probabilities, _, weights, _] = data::<A>(SHAPE);
-    let weights: &ndarray::ArrayRef<A, _> = &weights;
-    let scale = A::from_f64(0.25);
     for pos_weight in [1.0, 3.0] {
         let screened = BinaryCrossEntropy::new()
             .pos_weight(pos_weight)
             .element::<A>()
             .unwrap();
         assert!(screened.screens::<0>() && screened.form() == 0);
-        let checked = Unscreened(screened);
+        let checked = Restricted {
+            inner: screened,
+            staged: true,
+            screens: false,
+        };
         // Soft targets: the probabilities' draw.
-        let target = &probabilities;
-        for w in [None, Some(weights)] {
-            let a = loss(&screened, &logits, target, w).unwrap();
-            let b = loss(&checked, &logits, target, w).unwrap();
-            assert_eq!(a.to_bits(), b.to_bits());
-            let mut ga = Array4::<A>::zeros(SHAPE);
-            let mut gb = Array4::<A>::zeros(SHAPE);
-            let a = loss_grad(&screened, &logits, target, w, &mut ga, scale).unwrap();
-            let b = loss_grad(&checked, &logits, target, w, &mut gb, scale).unwrap();
-            assert_eq!(a.to_bits(), b.to_bits());
-            assert!(
-                ga.iter()
-                    .zip(&gb)
-                    .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits())
-            );
-        }
+        assert_passes_agree(&screened, &checked, &logits, &probabilities, &weights);
     }
 }
 
