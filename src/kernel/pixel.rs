@@ -210,14 +210,12 @@ impl<A: Float, const SCREEN: bool> Checks<A, SCREEN> {
         }
     }
 
-    /// Whether the pair and a weight pass.
+    /// Whether the pair and a weight pass: screened, whether the weight is
+    /// not negative.
     #[inline(always)]
     fn weighted(self, x: A, y: A, w: A) -> bool {
-        if SCREEN {
-            self.pair(x, y) & (w >= A::zero())
-        } else {
-            self.accepts.check(x, y) & weight_ok(w)
-        }
+        let weight = if SCREEN { w >= A::zero() } else { weight_ok(w) };
+        self.pair(x, y) & weight
     }
 
     /// Whether a gradient element passes: screened, it is finite where the
