@@ -23,7 +23,9 @@
 //!   of `1 + x` (exact by Fast2Sum) into `f`, so that small arguments keep
 //!   full relative accuracy.
 //! * `ln_1p_unit`: `ln(1 + e)` for `e ∈ [0, 1]` only (the softplus of a
-//!   non-positive number), where the reduction is a single select.
+//!   non-positive number): the same kernel on `f = e` with no reduction,
+//!   `s ∈ [0, 1/3]`, and minimax coefficients of its own for that wider
+//!   interval.
 //!
 //! Every function is generic-free per type (`f32`, `f64`); the generic code
 //! reaches them through the sealed methods of [`Float`], or through
@@ -130,7 +132,7 @@ pub(crate) fn exp_neg_f32(x: f32, fma: Fma) -> f32 {
 
 /// `k·ln 2 + ln(1 + f)` for `f ∈ [√2/2 - 1, √2 - 1]` (fdlibm's `logf` kernel).
 #[inline(always)]
-fn log_kernel_f32(f: f32, k: f32, fma: Fma) -> f32 {
+fn log_kernel_f32(f: f32, k: f32) -> f32 {
     const LN2_HI: f32 = f32::from_bits(0x3f31_7180); // 6.9313812256e-1
     const LN2_LO: f32 = f32::from_bits(0x3717_f7d1); // 9.0580006145e-6
     const LG1: f32 = 0.666_666_6; // 0xaaaaaa.0p-24
@@ -140,24 +142,36 @@ fn log_kernel_f32(f: f32, k: f32, fma: Fma) -> f32 {
     let s = f / (2.0 + f);
     let z = s * s;
     let w = z * z;
-    let t1 = w * fma.mul_add(w, LG4, LG2);
-    let r = fma.mul_add(z, fma.mul_add(w, LG3, LG1), t1);
+    let t1 = w * (w * LG4 + LG2);
+    let r = z * (w * LG3 + LG1) + t1;
     let hfsq = 0.5 * f * f;
-    // Not fused where `k` enters: with `ln_1p_unit`'s `k`, a select of
-    // 0 and 1, in a fused multiply-add, LLVM computed the kernel for
-    // both values of `k` (two divisions per element).
     k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
 }
 
-/// `ln(1 + e)` in `f32` for `e ∈ [0, 1]` (NaN propagates).
+/// `ln(1 + e)` in `f32` for `e ∈ [0, 1]` (NaN propagates): fdlibm's
+/// kernel on `f = e` itself, with no reduction. Then `s = e/(2 + e)` lies
+/// in `[0, 1/3]`, and `R` is a minimax fit on `s² ∈ [0, 1/9]`, weighted by
+/// `s² + 10⁻³` (its error reaches the result scaled by `s²/2`): 0.08 ulp
+/// before the coefficients' and the arithmetic's rounding. Four
+/// coefficients, as fdlibm's on its narrower interval, and no compare,
+/// select or `k·ln 2` terms: BCE `loss_grad` on the AVX2 path went from
+/// 14.8 to 13.0 instructions per element, and 10–15 % faster. Checked on
+/// every `f32` in `[0, 1]`: within 1 ulp of the correctly rounded result
+/// everywhere, off by one on 0.34 % of them (0.31 % with the reduction at
+/// `√2 - 1`).
 #[inline(always)]
 pub(crate) fn ln_1p_unit_f32(e: f32, fma: Fma) -> f32 {
-    const SQRT2_M1: f32 = std::f32::consts::SQRT_2 - 1.0;
-    // 1 + e = 2·(1 + (e - 1)/2) above √2; (e - 1)/2 is exact for e ≥ 1/2
-    // and within half an ulp of f below.
-    let big = e > SQRT2_M1;
-    let f = select(big, (e - 1.0) * 0.5, e);
-    log_kernel_f32(f, select(big, 1.0, 0.0), fma)
+    const C1: f32 = f32::from_bits(0x3f2a_aa82); // 0.66666424
+    const C2: f32 = f32::from_bits(0x3ecc_e874); // 0.40021098
+    const C3: f32 = f32::from_bits(0x3e8f_6619); // 0.28007582
+    const C4: f32 = f32::from_bits(0x3e8f_4bdc); // 0.27987564
+    let s = e / (2.0 + e);
+    let z = s * s;
+    let w = z * z;
+    let t1 = w * fma.mul_add(w, C4, C2);
+    let r = fma.mul_add(z, fma.mul_add(w, C3, C1), t1);
+    let hfsq = 0.5 * e * e;
+    e - (hfsq - s * (hfsq + r))
 }
 
 /// Splits a positive normal `u` as `2^k·m`, `m ∈ [√2/2, √2)`: `(m - 1, k)`,
@@ -182,7 +196,7 @@ pub(crate) fn ln_f32(x: f32) -> f32 {
     let sub = x < f32::MIN_POSITIVE;
     let xs = select(sub, x * TWO25, x);
     let (f, k, _) = reduce_f32(xs);
-    let r = log_kernel_f32(f, k - select(sub, 25.0, 0.0), Fma::Off);
+    let r = log_kernel_f32(f, k - select(sub, 25.0, 0.0));
     let r = select(x > 0.0, r, select(x == 0.0, f32::NEG_INFINITY, f32::NAN));
     select(x == f32::INFINITY, x, r)
 }
@@ -198,7 +212,7 @@ pub(crate) fn ln_1p_f32(x: f32) -> f32 {
     let (f, k, inv_scale) = reduce_f32(u);
     // ln(u + c) = k·ln 2 + ln(m + c·2^-k): fold c into f.
     let f = f + c * f32::from_bits(inv_scale);
-    let r = log_kernel_f32(f, k, Fma::Off);
+    let r = log_kernel_f32(f, k);
     let r = select(x > -1.0, r, select(x == -1.0, f32::NEG_INFINITY, f32::NAN));
     select(x == f32::INFINITY, x, r)
 }
@@ -268,7 +282,7 @@ pub(crate) fn exp_neg_f64(x: f64, fma: Fma) -> f64 {
 
 /// `k·ln 2 + ln(1 + f)` for `f ∈ [√2/2 - 1, √2 - 1]` (fdlibm's `log` kernel).
 #[inline(always)]
-fn log_kernel_f64(f: f64, k: f64, fma: Fma) -> f64 {
+fn log_kernel_f64(f: f64, k: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238e-1; // 0x3fe62e42fee00000
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // 0x3dea39ef35793c76
     const LG1: f64 = 6.666_666_666_666_735e-1; // 0x3fe5555555555593
@@ -281,23 +295,39 @@ fn log_kernel_f64(f: f64, k: f64, fma: Fma) -> f64 {
     let s = f / (2.0 + f);
     let z = s * s;
     let w = z * z;
-    let t1 = w * fma.mul_add(w, fma.mul_add(w, LG6, LG4), LG2);
-    let t2 = fma.mul_add(w, fma.mul_add(w, fma.mul_add(w, LG7, LG5), LG3), LG1);
-    let r = fma.mul_add(z, t2, t1);
+    let t1 = w * (w * (w * LG6 + LG4) + LG2);
+    let t2 = w * (w * (w * LG7 + LG5) + LG3) + LG1;
+    let r = z * t2 + t1;
     let hfsq = 0.5 * f * f;
-    // Not fused where `k` enters: with `ln_1p_unit`'s `k`, a select of
-    // 0 and 1, in a fused multiply-add, LLVM computed the kernel for
-    // both values of `k` (two divisions per element).
     k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
 }
 
-/// `ln(1 + e)` in `f64` for `e ∈ [0, 1]` (NaN propagates).
+/// `ln(1 + e)` in `f64` for `e ∈ [0, 1]` (NaN propagates), as
+/// [`ln_1p_unit_f32`]: no reduction, and `R` a minimax fit on
+/// `s² ∈ [0, 1/9]` with ten coefficients (fdlibm's seven cover
+/// `[0, 0.0295]`), 0.013 ulp before rounding. `f64` BCE `loss_grad` on
+/// the AVX2 path: 6–8 % faster.
 #[inline(always)]
 pub(crate) fn ln_1p_unit_f64(e: f64, fma: Fma) -> f64 {
-    const SQRT2_M1: f64 = std::f64::consts::SQRT_2 - 1.0;
-    let big = e > SQRT2_M1;
-    let f = select(big, (e - 1.0) * 0.5, e);
-    log_kernel_f64(f, select(big, 1.0, 0.0), fma)
+    const C1: f64 = f64::from_bits(0x3fe5_5555_5555_553f); // 0.66666666666666418
+    const C2: f64 = f64::from_bits(0x3fd9_9999_9999_f12f); // 0.40000000000124462
+    const C3: f64 = f64::from_bits(0x3fd2_4924_9211_e866); // 0.28571428551334174
+    const C4: f64 = f64::from_bits(0x3fcc_71c7_3deb_f829); // 0.22222223781130992
+    const C5: f64 = f64::from_bits(0x3fc7_45cb_b91c_10a8); // 0.18181749857479202
+    const C6: f64 = f64::from_bits(0x3fc3_b1d4_92ce_ac5c); // 0.15386445205999420
+    const C7: f64 = f64::from_bits(0x3fc1_06ea_a39c_76b6); // 0.13302357662990056
+    const C8: f64 = f64::from_bits(0x3fbe_f72f_fbe8_1fff); // 0.12095928096834994
+    const C9: f64 = f64::from_bits(0x3fb5_74f7_28cd_1b09); // 0.08381600137827773
+    const C10: f64 = f64::from_bits(0x3fc5_b0ee_a50f_7db6); // 0.16946204242320357
+    let s = e / (2.0 + e);
+    let z = s * s;
+    let w = z * z;
+    let even = fma.mul_add(w, fma.mul_add(w, fma.mul_add(w, C10, C8), C6), C4);
+    let t1 = w * fma.mul_add(w, even, C2);
+    let odd = fma.mul_add(w, fma.mul_add(w, fma.mul_add(w, C9, C7), C5), C3);
+    let r = fma.mul_add(z, fma.mul_add(w, odd, C1), t1);
+    let hfsq = 0.5 * e * e;
+    e - (hfsq - s * (hfsq + r))
 }
 
 /// Splits a positive normal `u` as `2^k·m`, `m ∈ [√2/2, √2)`: `(m - 1, k)`,
@@ -323,7 +353,7 @@ pub(crate) fn ln_f64(x: f64) -> f64 {
     let sub = x < f64::MIN_POSITIVE;
     let xs = select(sub, x * TWO54, x);
     let (f, k, _) = reduce_f64(xs);
-    let r = log_kernel_f64(f, k - select(sub, 54.0, 0.0), Fma::Off);
+    let r = log_kernel_f64(f, k - select(sub, 54.0, 0.0));
     let r = select(x > 0.0, r, select(x == 0.0, f64::NEG_INFINITY, f64::NAN));
     select(x == f64::INFINITY, x, r)
 }
@@ -337,7 +367,7 @@ pub(crate) fn ln_1p_f64(x: f64) -> f64 {
     let c = b - (u - a);
     let (f, k, inv_scale) = reduce_f64(u);
     let f = f + c * f64::from_bits(inv_scale);
-    let r = log_kernel_f64(f, k, Fma::Off);
+    let r = log_kernel_f64(f, k);
     let r = select(x > -1.0, r, select(x == -1.0, f64::NEG_INFINITY, f64::NAN));
     select(x == f64::INFINITY, x, r)
 }
