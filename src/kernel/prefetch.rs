@@ -31,10 +31,26 @@ const LINE: usize = 64;
 /// starts [`AHEAD`] bytes after element `at` into its L1 cache, one request
 /// per cache line. A hint: no effect on any result, and none at all off
 /// x86-64.
+///
+/// A whole piece (all but the last few calls of a loop) takes one
+/// prefetch per line with a trip count known at compile time, unrolled:
+/// as a loop over `chunks`, each line cost eight instructions, half an
+/// instruction per element per operand (Dice's `loss_grad`, which
+/// prefetches five operands over its two passes: 14.4 → 17.0 instructions
+/// per element on the AVX2 path, 5 % slower in cache).
 #[inline(always)]
 pub(crate) fn prefetch_ahead<A>(s: &[A], at: usize) {
-    for line in ahead(s, at, STAGE).chunks(LINE.div_ceil(size_of::<A>().max(1))) {
-        prefetch_line(line.as_ptr());
+    let step = LINE.div_ceil(size_of::<A>().max(1));
+    let piece = ahead(s, at, STAGE);
+    if piece.len() == STAGE {
+        for k in 0..STAGE.div_ceil(step) {
+            // `k·step < STAGE`: inside the piece.
+            prefetch_line(piece.as_ptr().wrapping_add(k * step));
+        }
+    } else {
+        for line in piece.chunks(step) {
+            prefetch_line(line.as_ptr());
+        }
     }
 }
 
