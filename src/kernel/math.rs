@@ -13,11 +13,10 @@
 //! * `exp`: Cody–Waite reduction `x = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, a
 //!   polynomial for `e^r` (degree 6 in `f32`, minimax, 0.05 ulp; degree 13
 //!   in `f64`, Taylor, whose truncation error is below 0.05 ulp there)
-//!   evaluated by
-//!   Estrin's scheme (a short dependency chain: the kernels' loops are
-//!   bound by latency more than by throughput), and `2^k`
-//!   built in the exponent field as `2^⌊k/2⌋·2^⌈k/2⌉`, so that results in
-//!   the subnormal range are rounded once, correctly scaled.
+//!   evaluated by Estrin's scheme (a short dependency chain: the kernels'
+//!   loops are bound by latency more than by throughput), and `2^k` built
+//!   in the exponent field as `2^⌊k/2⌋·2^⌈k/2⌉`, so that results in the
+//!   subnormal range are rounded once, correctly scaled.
 //! * `ln`, `ln_1p`: `1 + f = 2^k·m` with `m ∈ [√2/2, √2)`, and fdlibm's
 //!   kernel `ln(1 + f) = f - (f²/2 - s·(f²/2 + R(s²)))`, `s = f/(2 + f)`,
 //!   with fdlibm's minimax coefficients. `ln_1p` carries the rounding error
